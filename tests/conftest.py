@@ -1,0 +1,26 @@
+"""Shared fixtures: quiet TensorFlow, the coco-mini location, a fixed seed."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_MINI = REPO.parent / "shared" / "data" / "coco-mini"
+COCO_MINI_ANN = COCO_MINI / "annotations" / "person_keypoints_train2017.json"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def coco_mini_annotations() -> Path:
+    """Path to coco-mini's keypoint JSON; skips the test where it is absent."""
+    if not COCO_MINI_ANN.is_file():
+        pytest.skip(f"coco-mini not found at {COCO_MINI}")
+    return COCO_MINI_ANN
