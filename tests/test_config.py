@@ -1,0 +1,89 @@
+"""Config: presets, YAML files, overrides, and clear errors naming the key."""
+
+import pytest
+
+from strongpose.config import Config, ConfigError, load_config, parse_overrides, preset_names
+
+
+def test_presets_hold_the_papers_constants():
+    assert {"personlab", "strongpose", "tiny"} <= set(preset_names())
+    pl = load_config("personlab")
+    assert pl.codec.disk_radius == 32.0
+    assert (pl.loss.heatmap, pl.loss.body, pl.loss.short, pl.loss.mid, pl.loss.long) == (4, 2, 1, 0.25, 0.125)
+    sp = load_config("strongpose")
+    assert sp.codec.disk_radius == 16.0
+    assert (sp.loss.heatmap, sp.loss.body, sp.loss.short, sp.loss.mid, sp.loss.long) == (4, 2, 1, 0.4, 0.1)
+    assert sp.model.backbone == "resnet152"
+    assert sp.model.output_stride == 16 and sp.eval_output_stride == 8
+    assert sp.train.polyak_decay > 0
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("strongpose", ["model.output_stride=8", "train.batch_size=4",
+                                     "data.scale_range=[0.5, 1.5]", "model.weights=imagenet"])
+    assert cfg.model.output_stride == 8 and cfg.train.batch_size == 4
+    assert cfg.data.scale_range == (0.5, 1.5)
+    assert cfg.model.weights == "imagenet"
+    assert cfg.loss.mid == 0.4  # the preset survives a partial override
+    assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+def test_yaml_file_and_round_trip(tmp_path):
+    cfg = load_config("strongpose")
+    path = tmp_path / "mine.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    again = load_config(path)
+    assert again == cfg
+
+
+def test_custom_skeleton_from_yaml(tmp_path):
+    path = tmp_path / "hands.yaml"
+    path.write_text(
+        "skeleton:\n"
+        "  names: [wrist, thumb, index]\n"
+        "  edges: [[wrist, thumb], [wrist, index]]\n"
+        "  sigmas: [0.05, 0.03, 0.03]\n")
+    cfg = load_config(path)
+    assert cfg.skeleton.num_keypoints == 3 and cfg.skeleton.directed_edges[2] == (1, 0)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.foo=1", "model.foo"),
+    ("modle.backbone=resnet50", "modle"),
+    ("model.output_stride=12", "model.output_stride"),
+    ("model.backbone=vgg", "model.backbone"),
+    ("model.input_size=400", "model.input_size"),
+    ("loss.mid=abc", "loss.mid"),
+    ("loss.heatmap=-1", "loss.heatmap"),
+    ("train.batch_size=2.5", "train.batch_size"),
+    ("model.freeze_batchnorm=maybe", "model.freeze_batchnorm"),
+    ("codec.disk_radius=0", "codec.disk_radius"),
+    ("data.scale_range=[1.5, 0.5]", "data.scale_range"),
+    ("decoder.nms_radius=-3", "decoder.nms_radius"),
+])
+def test_bad_keys_and_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(key)
+
+
+def test_bad_override_syntax_and_missing_files(tmp_path):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["model.output_stride"])
+    with pytest.raises(ConfigError, match="no preset"):
+        load_config("nonexistent")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_defaults_construct():
+    cfg = Config()
+    assert cfg.skeleton.num_keypoints == 17 and cfg.eval_output_stride == 8
