@@ -1,0 +1,172 @@
+"""Masked training losses of StrongPose (docs/MAPS.md "Loss weights", DESIGN.md section 1).
+
+Terms (each reported separately, unweighted, plus the weighted ``total``):
+
+- ``heatmap``: sigmoid cross-entropy of ``heatmap_logits`` against ``heatmap``,
+  weighted by ``heatmap_weight`` (ignore regions count nothing).
+- ``body``: sigmoid cross-entropy of ``body_logits`` against ``body``, weighted by
+  ``body_weight``.
+- ``short`` / ``mid`` / ``long``: L1 distance ``(|dx| + |dy|) / R`` of each offset pair,
+  weight channel ``c`` applying to channel pair ``c`` (``R = codec.disk_radius``).
+- ``inter_heatmap`` / ``inter_short``: the same heat-map and short-range losses on the
+  intermediate heads, present when the network outputs them.
+
+``total = heatmap_w*heatmap + body_w*body + short_w*short + mid_w*mid + long_w*long
++ intermediate * (heatmap_w*inter_heatmap + short_w*inter_short)`` with the weights of
+:class:`strongpose.config.LossConfig`.
+
+Normalisation (correct under ``tf.distribute``): each term is first a per-image
+weighted mean, ``sum(w * loss) / max(sum(w), 1)`` over that image's cells (and channels),
+so an image with nothing to learn for a term adds 0; then the per-image values are
+**summed and divided by the global batch size**. Every image's contribution therefore
+depends on that image alone, and the losses of the replicas' shards add up exactly to the
+loss of the whole batch (the ``tf.distribute`` convention for ``optimizer`` steps whose
+gradients are summed across replicas). All arithmetic is float32, whatever the dtype of
+the predictions.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow as tf
+
+from strongpose.config import Config
+
+LOSS_TERMS: tuple[str, ...] = ("heatmap", "body", "short", "mid", "long")
+INTERMEDIATE_TERMS: tuple[str, ...] = ("inter_heatmap", "inter_short")
+
+
+def _f32(x: tf.Tensor) -> tf.Tensor:
+    """Any array or tensor as a float32 tensor."""
+    return tf.cast(tf.convert_to_tensor(x), tf.float32)
+
+
+def _check_shapes(name: str, pred: tf.Tensor, target: tf.Tensor, weight: tf.Tensor,
+                  pairs: bool) -> None:
+    """Raise a ValueError naming the map when static shapes disagree."""
+    p, t, w = (tf.TensorShape(x.shape) for x in (pred, target, weight))
+    if p.rank is not None and p.rank != 4:
+        raise ValueError(f"loss {name!r}: prediction must be (B, h, w, C), got shape {p}")
+    if not p.is_compatible_with(t):
+        raise ValueError(f"loss {name!r}: prediction shape {p} does not match target shape {t}")
+    expected_w = p[:-1].concatenate([p[-1] // 2 if (pairs and p[-1] is not None) else p[-1]])
+    if not expected_w.is_compatible_with(w):
+        raise ValueError(
+            f"loss {name!r}: weight shape {w} does not fit prediction shape {p} "
+            f"({'one weight per channel pair' if pairs else 'one weight per channel'})")
+
+
+def _per_image_mean(values: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    """``sum(w * v) / max(sum(w), 1)`` per image: (B, ...) -> (B,)."""
+    axes = tf.range(1, tf.rank(values))
+    total = tf.reduce_sum(values * weight, axis=axes)
+    count = tf.reduce_sum(weight, axis=axes)
+    return total / tf.maximum(count, 1.0)
+
+
+def sigmoid_ce_per_image(logits: tf.Tensor, labels: tf.Tensor, weight: tf.Tensor,
+                         name: str = "heatmap") -> tf.Tensor:
+    """Weighted mean sigmoid cross-entropy of each image, shape (B,), float32."""
+    logits, labels, weight = _f32(logits), _f32(labels), _f32(weight)
+    _check_shapes(name, logits, labels, weight, pairs=False)
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    return _per_image_mean(ce, weight)
+
+
+def offset_l1_per_image(pred: tf.Tensor, target: tf.Tensor, weight: tf.Tensor,
+                        radius: float, name: str = "short") -> tf.Tensor:
+    """Weighted mean of ``(|dx| + |dy|) / radius`` over channel pairs of each image, shape (B,).
+
+    ``pred`` and ``target`` are ``(B, h, w, 2C)``; ``weight`` is ``(B, h, w, C)`` and its
+    channel ``c`` weighs channel pair ``(2c, 2c+1)``.
+    """
+    pred, target, weight = _f32(pred), _f32(target), _f32(weight)
+    if pred.shape.rank and pred.shape[-1] is not None and pred.shape[-1] % 2:
+        raise ValueError(f"loss {name!r}: offset maps need an even channel count, got {pred.shape[-1]}")
+    _check_shapes(name, pred, target, weight, pairs=True)
+    diff = tf.abs(pred - target)
+    shape = tf.shape(diff)
+    pairs = tf.reshape(diff, tf.concat([shape[:-1], [shape[-1] // 2, 2]], axis=0))
+    l1 = tf.reduce_sum(pairs, axis=-1) / tf.constant(radius, tf.float32)
+    return _per_image_mean(l1, weight)
+
+
+class StrongPoseLoss:
+    """All StrongPose losses; ``loss(targets, outputs, global_batch_size)`` -> dict.
+
+    Args:
+        heatmap, body, short, mid, long: loss weights (``cfg.loss``).
+        intermediate: factor on the intermediate heat-map and short-range losses.
+        disk_radius: R in input-image pixels; offsets' L1 is divided by it.
+    """
+
+    def __init__(self, heatmap: float = 4.0, body: float = 2.0, short: float = 1.0,
+                 mid: float = 0.25, long: float = 0.125, intermediate: float = 1.0,
+                 disk_radius: float = 32.0) -> None:
+        if disk_radius <= 0:
+            raise ValueError(f"disk_radius must be > 0, got {disk_radius}")
+        self.weights = {"heatmap": float(heatmap), "body": float(body), "short": float(short),
+                        "mid": float(mid), "long": float(long),
+                        "inter_heatmap": float(intermediate) * float(heatmap),
+                        "inter_short": float(intermediate) * float(short)}
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError(f"loss weights must be >= 0, got {self.weights}")
+        self.disk_radius = float(disk_radius)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "StrongPoseLoss":
+        """The loss of a :class:`Config` (``cfg.loss`` weights, ``cfg.codec.disk_radius``)."""
+        l = cfg.loss
+        return cls(heatmap=l.heatmap, body=l.body, short=l.short, mid=l.mid, long=l.long,
+                   intermediate=l.intermediate, disk_radius=cfg.codec.disk_radius)
+
+    def per_image(self, targets: Mapping[str, tf.Tensor],
+                  outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Each term's per-image value, shape (B,) float32 (unweighted, before batch sum)."""
+        t, o = _require(targets, outputs)
+        r = self.disk_radius
+        out = {
+            "heatmap": sigmoid_ce_per_image(o["heatmap_logits"], t["heatmap"], t["heatmap_weight"], "heatmap"),
+            "body": sigmoid_ce_per_image(o["body_logits"], t["body"], t["body_weight"], "body"),
+            "short": offset_l1_per_image(o["short"], t["short"], t["short_weight"], r, "short"),
+            "mid": offset_l1_per_image(o["mid"], t["mid"], t["mid_weight"], r, "mid"),
+            "long": offset_l1_per_image(o["long"], t["long"], t["long_weight"], r, "long"),
+        }
+        if "inter_heatmap_logits" in o:
+            out["inter_heatmap"] = sigmoid_ce_per_image(
+                o["inter_heatmap_logits"], t["heatmap"], t["heatmap_weight"], "inter_heatmap")
+        if "inter_short" in o:
+            out["inter_short"] = offset_l1_per_image(
+                o["inter_short"], t["short"], t["short_weight"], r, "inter_short")
+        return out
+
+    def __call__(self, targets: Mapping[str, tf.Tensor], outputs: Mapping[str, tf.Tensor],
+                 global_batch_size: int | tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per-term losses (unweighted) and their weighted ``total``, float32 scalars.
+
+        Each is the sum over this batch (or replica shard) of per-image losses divided by
+        ``global_batch_size``, so shards' losses add up to the whole batch's loss.
+        """
+        if isinstance(global_batch_size, (int, float)) and (
+                isinstance(global_batch_size, bool) or global_batch_size < 1
+                or int(global_batch_size) != global_batch_size):
+            raise ValueError(f"global_batch_size must be a positive integer, got {global_batch_size!r}")
+        denom = tf.cast(global_batch_size, tf.float32)
+        losses = {k: tf.reduce_sum(v) / denom for k, v in self.per_image(targets, outputs).items()}
+        losses["total"] = tf.add_n([self.weights[k] * v for k, v in losses.items()])
+        return losses
+
+
+_TARGET_KEYS = ("heatmap", "heatmap_weight", "short", "short_weight", "mid", "mid_weight",
+                "long", "long_weight", "body", "body_weight")
+_OUTPUT_KEYS = ("heatmap_logits", "short", "mid", "long", "body_logits")
+
+
+def _require(targets: Mapping[str, tf.Tensor], outputs: Mapping[str, tf.Tensor]):
+    """Check the dicts carry every key the losses read; raise a KeyError listing the missing."""
+    for what, d, keys in (("targets", targets, _TARGET_KEYS), ("outputs", outputs, _OUTPUT_KEYS)):
+        missing = [k for k in keys if k not in d]
+        if missing:
+            raise KeyError(f"StrongPoseLoss: {what} lack keys {missing} (have {sorted(d)})")
+    return targets, outputs
