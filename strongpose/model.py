@@ -1,0 +1,194 @@
+"""The StrongPose network: ResNet v2 backbone, 1x1 heads and in-network offset refinement.
+
+Input: RGB images, float 0..255, any size ``s*n + 1`` (``s`` = output stride); the
+backbone's preprocessing runs inside the model. Outputs (docs/MAPS.md "Network output"),
+all float32 at map size ``n + 1``, channels last:
+
+=========================  ======  =========================================================
+key                        C       meaning
+=========================  ======  =========================================================
+``heatmap_logits``         K       keypoint heat-map logits
+``short``                  2K      short-range offsets (input pixels)
+``mid``                    4E      mid-range displacements, refined with short offsets
+``long``                   2K      long-range offsets, refined by themselves then by short
+``body_logits``            1       body heat-map logit
+``inter_heatmap_logits``   K       (training only) heat-map logits on ``mid_features``
+``inter_short``            2K      (training only) short-range offsets on ``mid_features``
+=========================  ======  =========================================================
+
+Offset heads predict O(1) numbers: their raw outputs are multiplied by
+``codec.disk_radius`` to give input-image pixels.
+
+Refinement (bilinear sampling, :func:`bilinear_sample`), with ``p`` a cell's point:
+
+- mid-range, directed edge ``(a, b)``: ``M(p) <- M(p) + S_b(p + M(p))``, repeated
+  ``model.mid_refine_steps`` times;
+- long-range, keypoint ``k``: ``L(p) <- L(p) + L(p + L(p))`` then
+  ``L(p) <- L(p) + S_k(p + L(p))``, the pair repeated ``model.long_refine_steps`` times.
+
+A sampled point off the map is clamped to the map's border (the nearest border cell's
+value, interpolated along the border), so refinement never reads outside the map or
+produces NaNs. Gradients flow through the sampled values and the sample positions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from strongpose.config import Config
+
+PACKAGE = "strongpose"
+OUTPUT_KEYS: tuple[str, ...] = ("heatmap_logits", "short", "mid", "long", "body_logits")
+INTERMEDIATE_KEYS: tuple[str, ...] = ("inter_heatmap_logits", "inter_short")
+
+
+# ----------------------------------------------------------------------- sampling
+def cell_points(height: tf.Tensor, width: tf.Tensor, stride: float) -> tf.Tensor:
+    """Input-image points ``(x, y) = (s*j, s*i)`` of an ``(h, w)`` map: shape (h, w, 2), float32."""
+    xs = tf.range(tf.cast(width, tf.float32)) * stride
+    ys = tf.range(tf.cast(height, tf.float32)) * stride
+    gx, gy = tf.meshgrid(xs, ys)
+    return tf.stack([gx, gy], axis=-1)
+
+
+def bilinear_sample(field: tf.Tensor, points: tf.Tensor, stride: float) -> tf.Tensor:
+    """Sample item ``n`` of a field at point ``n`` of every cell, bilinearly.
+
+    Args:
+        field: ``(B, h, w, N, C)`` values of N items on the map.
+        points: ``(B, h, w, N, 2)`` points ``(x, y)`` in input-image pixels; cell
+            ``(i, j)`` of the map lies at ``(s*j, s*i)``. Points off the map are clamped
+            to its border.
+        stride: the output stride ``s``.
+
+    Returns:
+        ``(B, h, w, N, C)``: ``out[b, i, j, n] = field[b, :, :, n]`` interpolated at
+        ``points[b, i, j, n]``.
+    """
+    field = tf.convert_to_tensor(field)
+    points = tf.cast(points, field.dtype)
+    shape = tf.shape(field)
+    b, h, w, n, c = shape[0], shape[1], shape[2], shape[3], shape[4]
+    x = tf.clip_by_value(points[..., 0] / stride, 0.0, tf.cast(w - 1, field.dtype))
+    y = tf.clip_by_value(points[..., 1] / stride, 0.0, tf.cast(h - 1, field.dtype))
+    x0f, y0f = tf.floor(x), tf.floor(y)
+    fx, fy = (x - x0f)[..., None], (y - y0f)[..., None]
+    x0, y0 = tf.cast(x0f, tf.int32), tf.cast(y0f, tf.int32)
+    x1, y1 = tf.minimum(x0 + 1, w - 1), tf.minimum(y0 + 1, h - 1)
+    flat = tf.reshape(field, tf.stack([b, h * w * n, c]))
+    item = tf.range(n)
+
+    def gather(yy: tf.Tensor, xx: tf.Tensor) -> tf.Tensor:
+        idx = tf.reshape((yy * w + xx) * n + item, tf.stack([b, -1]))
+        return tf.reshape(tf.gather(flat, idx, batch_dims=1), shape)
+
+    top = gather(y0, x0) * (1 - fx) + gather(y0, x1) * fx
+    bottom = gather(y1, x0) * (1 - fx) + gather(y1, x1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _pairs(t: tf.Tensor) -> tf.Tensor:
+    """(B, h, w, 2N) -> (B, h, w, N, 2)."""
+    s = tf.shape(t)
+    return tf.reshape(t, tf.concat([s[:3], [s[3] // 2, 2]], axis=0))
+
+
+def _flat(t: tf.Tensor) -> tf.Tensor:
+    """(B, h, w, N, 2) -> (B, h, w, 2N)."""
+    s = tf.shape(t)
+    return tf.reshape(t, tf.concat([s[:3], [s[3] * 2]], axis=0))
+
+
+def refine_mid(mid: tf.Tensor, short: tf.Tensor, directed_edges: Sequence[tuple[int, int]],
+               stride: float, steps: int) -> tf.Tensor:
+    """``M_e(p) <- M_e(p) + S_b(p + M_e(p))`` for each directed edge ``e = (a, b)``, ``steps`` times.
+
+    ``mid`` is ``(B, h, w, 4E)`` and ``short`` ``(B, h, w, 2K)``, both in input pixels.
+    """
+    if steps <= 0:
+        return mid
+    m, s = _pairs(mid), _pairs(short)
+    targets = tf.constant([b for _, b in directed_edges], tf.int32)
+    s_b = tf.gather(s, targets, axis=3)
+    grid = cell_points(tf.shape(mid)[1], tf.shape(mid)[2], stride)[:, :, None, :]
+    for _ in range(steps):
+        m = m + bilinear_sample(s_b, grid + m, stride)
+    return _flat(m)
+
+
+def refine_long(long: tf.Tensor, short: tf.Tensor, stride: float, steps: int) -> tf.Tensor:
+    """``L <- L + L(p + L)`` then ``L <- L + S(p + L)`` per keypoint, ``steps`` times.
+
+    ``long`` and ``short`` are ``(B, h, w, 2K)`` in input pixels.
+    """
+    if steps <= 0:
+        return long
+    l, s = _pairs(long), _pairs(short)
+    grid = cell_points(tf.shape(long)[1], tf.shape(long)[2], stride)[:, :, None, :]
+    for _ in range(steps):
+        l = l + bilinear_sample(l, grid + l, stride)
+        l = l + bilinear_sample(s, grid + l, stride)
+    return _flat(l)
+
+
+# ------------------------------------------------------------------------- layers
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class OffsetRefinement(keras.layers.Layer):
+    """Scales raw offset heads to input pixels and refines mid- and long-range offsets.
+
+    Inputs ``[short_raw (2K), mid_raw (4E), long_raw (2K)]``; outputs
+    ``[short, mid, long]`` in input-image pixels, float32 whatever the policy.
+    """
+
+    def __init__(self, directed_edges: Sequence[Sequence[int]], output_stride: int,
+                 offset_scale: float, mid_refine_steps: int = 2, long_refine_steps: int = 1,
+                 **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.directed_edges = tuple((int(a), int(b)) for a, b in directed_edges)
+        self.output_stride = int(output_stride)
+        self.offset_scale = float(offset_scale)
+        self.mid_refine_steps = int(mid_refine_steps)
+        self.long_refine_steps = int(long_refine_steps)
+
+    def call(self, inputs):
+        short, mid, long = (tf.cast(t, tf.float32) * self.offset_scale for t in inputs)
+        mid = refine_mid(mid, short, self.directed_edges, self.output_stride, self.mid_refine_steps)
+        long = refine_long(long, short, self.output_stride, self.long_refine_steps)
+        return [short, mid, long]
+
+    def compute_output_shape(self, input_shapes):
+        return [tuple(s) for s in input_shapes]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(directed_edges=[list(e) for e in self.directed_edges],
+                      output_stride=self.output_stride, offset_scale=self.offset_scale,
+                      mid_refine_steps=self.mid_refine_steps,
+                      long_refine_steps=self.long_refine_steps)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ScaleToFloat32(keras.layers.Layer):
+    """``float32(x) * scale``: logits and offsets leave the network in float32."""
+
+    def __init__(self, scale: float = 1.0, **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        return x * self.scale if self.scale != 1.0 else x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(scale=self.scale)
+        return config
