@@ -167,7 +167,7 @@ class CocoKeypoints:
             kps = _keypoints_of(ann, k, self.annotation_file)
             if np.any(kps[:, 2] > 0):
                 people.append((ann, kps))
-            elif _has_segmentation(ann):
+            elif has_segmentation(ann):
                 unannotated |= self._mask(ann, h, w)
         if len(people) > max_people:
             if not self._warned_max_people:
@@ -178,7 +178,7 @@ class CocoKeypoints:
                 self._warned_max_people = True
             people.sort(key=lambda p: -float(p[0].get("area", 0.0)))
             for ann, _ in people[max_people:]:
-                if _has_segmentation(ann):
+                if has_segmentation(ann):
                     unannotated |= self._mask(ann, h, w)
             people = people[:max_people]
         keypoints = np.zeros((max_people, k, 3), np.float32)
@@ -190,7 +190,7 @@ class CocoKeypoints:
             keypoints[i] = kps
             areas[i] = float(ann.get("area", 0.0))
             ann_ids[i] = int(ann["id"])
-            if _has_segmentation(ann):
+            if has_segmentation(ann):
                 masks[i] = self._mask(ann, h, w)
                 has_mask[i] = True
         return ImageGroundTruth(
@@ -211,7 +211,9 @@ class CocoKeypoints:
         else:
             raise CocoFormatError(
                 f"{self.annotation_file}: annotation {ann.get('id')} has an unreadable segmentation")
-        m = mask_utils.decode(rle)
+        with warnings.catch_warnings():  # pycocotools' numpy-2 copy= DeprecationWarning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            m = mask_utils.decode(rle)
         if m.shape[:2] != (h, w):
             raise CocoFormatError(
                 f"{self.annotation_file}: annotation {ann.get('id')} mask is {m.shape[:2]}, "
@@ -264,7 +266,8 @@ def _keypoints_of(ann: dict[str, Any], k: int, source: Path) -> np.ndarray:
     return np.asarray(flat, np.float32).reshape(k, 3)
 
 
-def _has_segmentation(ann: dict[str, Any]) -> bool:
+def has_segmentation(ann: dict[str, Any]) -> bool:
+    """Whether a COCO annotation holds a usable polygon or RLE segmentation."""
     segm = ann.get("segmentation")
     if isinstance(segm, list):
         return any(len(poly) >= 6 for poly in segm)

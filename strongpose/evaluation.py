@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from strongpose.coco import CocoKeypoints, load_coco
+from strongpose.coco import CocoKeypoints, has_segmentation, load_coco
 from strongpose.skeleton import COCO_SKELETON, Skeleton
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl",
@@ -138,12 +138,21 @@ def _results_for(results: Sequence[dict[str, Any]], iou_type: str, k: int,
     return out
 
 
-def _unannotated_ignored(gt: COCO) -> COCO:
-    """A copy of ``gt`` where people without a labelled keypoint are ignore regions (crowd)."""
+def _segm_ground_truth(gt: COCO, ignore_unannotated: bool) -> COCO:
+    """``gt`` for mask scoring: people without a segmentation dropped (pycocotools cannot
+    rasterise them); with ``ignore_unannotated``, people without a labelled keypoint made
+    ignore regions (crowd). ``gt`` itself where nothing changes."""
+    def unannotated(a: dict[str, Any]) -> bool:
+        return not a.get("iscrowd", 0) and int(a.get("num_keypoints", 0)) == 0
+
+    anns = gt.dataset["annotations"]
+    if all(has_segmentation(a) for a in anns) and not (
+            ignore_unannotated and any(unannotated(a) for a in anns)):
+        return gt
     data = dict(gt.dataset)
     data["annotations"] = [
-        dict(a, iscrowd=1) if not a.get("iscrowd", 0) and int(a.get("num_keypoints", 0)) == 0 else a
-        for a in gt.dataset["annotations"]]
+        dict(a, iscrowd=1) if ignore_unannotated and unannotated(a) else a
+        for a in anns if has_segmentation(a)]
     out = COCO()
     out.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -191,7 +200,7 @@ def evaluate(coco_gt: COCO | CocoKeypoints | str | Path, results: Sequence[dict[
         quiet: suppress COCOeval's prints.
         ignore_unannotated: segm only: people with no labelled keypoint become ignore
             regions (like crowds) instead of people to find; keypoint scoring ignores
-            them anyway.
+            them anyway. People without a segmentation are left out of mask scoring.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}``.
@@ -208,8 +217,8 @@ def evaluate(coco_gt: COCO | CocoKeypoints | str | Path, results: Sequence[dict[
     stray = sorted({int(r["image_id"]) for r in results} - set(gt.getImgIds()))
     if stray:
         raise ValueError(f"results name image ids {stray[:5]} that are not in the ground truth")
-    if ignore_unannotated and iou_type == "segm":
-        gt = _unannotated_ignored(gt)
+    if iou_type == "segm":
+        gt = _segm_ground_truth(gt, ignore_unannotated)
     dets = _results_for(results, iou_type, skeleton.num_keypoints, set(ids))
     if not dets or not ids:
         return {name: 0.0 for name in METRIC_NAMES}
