@@ -38,6 +38,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from strongpose import resnet_v2
 from strongpose.config import Config
 
 PACKAGE = "strongpose"
@@ -192,3 +193,117 @@ class ScaleToFloat32(keras.layers.Layer):
         config = super().get_config()
         config.update(scale=self.scale)
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Preprocess(keras.layers.Layer):
+    """Checks the input size is ``s*n + 1`` and applies :func:`strongpose.resnet_v2.preprocess`.
+
+    Runs in float32 (0..255 inputs); the next layer casts to the policy's compute dtype.
+    A size that is not ``s*n + 1`` raises (ValueError for static shapes, an
+    InvalidArgumentError at run time otherwise).
+    """
+
+    def __init__(self, output_stride: int = 8, **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.output_stride = int(output_stride)
+
+    def call(self, images):
+        s = self.output_stride
+        for axis, size in ((1, images.shape[1]), (2, images.shape[2])):
+            if size is not None and (size <= s or (size - 1) % s):
+                raise ValueError(f"input {'height' if axis == 1 else 'width'} {size} is not "
+                                 f"s*n + 1 for output stride {s} (e.g. {8 * s + 1})")
+        hw = tf.shape(images)[1:3]
+        check = tf.debugging.assert_equal(
+            (hw - 1) % s, tf.zeros_like(hw),
+            message=f"input height and width must be s*n + 1 for output stride {s}")
+        with tf.control_dependencies([check]):
+            return resnet_v2.preprocess(tf.cast(images, tf.float32))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(output_stride=self.output_stride)
+        return config
+
+
+# -------------------------------------------------------------------------- model
+def _heads(features, channels: dict[str, int], head_channels: int, prefix: str) -> dict:
+    """1x1 conv heads (after one shared 3x3 conv + ReLU when ``head_channels > 0``)."""
+    if head_channels > 0:
+        features = keras.layers.Conv2D(head_channels, 3, padding="same", activation="relu",
+                                       name=f"{prefix}head_conv")(features)
+    return {key: keras.layers.Conv2D(c, 1, name=f"{prefix}{key}_head")(features)
+            for key, c in channels.items()}
+
+
+def freeze_batchnorm(model: keras.Model) -> int:
+    """Put every BatchNormalization layer of ``model`` (nested too) in inference mode.
+
+    Keras runs a BN layer with ``trainable = False`` on its moving statistics, even in
+    training, and leaves its scale and offset unchanged. Returns how many were frozen.
+    """
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            count += 1
+    return count
+
+
+def build_model(cfg: Config, output_stride: int | None = None,
+                training_outputs: bool = True) -> keras.Model:
+    """The StrongPose network of ``cfg`` (a Keras 3 functional model with dict outputs).
+
+    Args:
+        cfg: the configuration: backbone, heads, refinement steps, skeleton (K, E) and
+            ``codec.disk_radius`` (offset head scale).
+        output_stride: 8, 16 or 32; None: ``cfg.model.output_stride``. Weights do not
+            depend on it, so a model trained at 16 loads into one built at 8.
+        training_outputs: also output ``inter_heatmap_logits`` and ``inter_short``
+            (when ``cfg.model.intermediate_supervision``).
+
+    Returns:
+        A model mapping ``image`` (B, s*n+1, s*m+1, 3) float RGB 0..255 to the dict of
+        float32 maps listed in this module's docstring, each (B, n+1, m+1, C).
+    """
+    m = cfg.model
+    stride = m.output_stride if output_stride is None else int(output_stride)
+    if stride not in (8, 16, 32):
+        raise ValueError(f"output_stride {stride} is not 8, 16 or 32")
+    k, e = cfg.skeleton.num_keypoints, cfg.skeleton.num_edges
+    radius = cfg.codec.disk_radius
+
+    backbone = resnet_v2.build_backbone(m.backbone, output_stride=stride, name="resnet_v2")
+    if m.weights:
+        from strongpose.backbone_weights import load_backbone_weights
+        load_backbone_weights(backbone, m.weights, m.backbone)
+    if m.freeze_batchnorm:
+        freeze_batchnorm(backbone)
+
+    image = keras.Input(shape=(None, None, 3), name="image")
+    feats = backbone(Preprocess(stride, name="preprocess")(image))
+    raw = _heads(feats["features"], {"heatmap_logits": k, "short": 2 * k, "mid": 4 * e,
+                                     "long": 2 * k, "body_logits": 1}, m.head_channels, "")
+    short, mid, long = OffsetRefinement(
+        cfg.skeleton.directed_edges, stride, radius, m.mid_refine_steps, m.long_refine_steps,
+        name="offset_refinement")([raw["short"], raw["mid"], raw["long"]])
+    outputs = {
+        "heatmap_logits": ScaleToFloat32(name="heatmap_logits")(raw["heatmap_logits"]),
+        # Named float32 pass-throughs so the outputs carry their keys as names.
+        "short": ScaleToFloat32(name="short")(short),
+        "mid": ScaleToFloat32(name="mid")(mid),
+        "long": ScaleToFloat32(name="long")(long),
+        "body_logits": ScaleToFloat32(name="body_logits")(raw["body_logits"]),
+    }
+    if training_outputs and m.intermediate_supervision:
+        inter = _heads(feats["mid_features"], {"heatmap_logits": k, "short": 2 * k},
+                       m.head_channels, "inter_")
+        outputs["inter_heatmap_logits"] = ScaleToFloat32(name="inter_heatmap_logits")(
+            inter["heatmap_logits"])
+        outputs["inter_short"] = ScaleToFloat32(radius, name="inter_short")(inter["short"])
+    return keras.Model(image, outputs, name="strongpose")

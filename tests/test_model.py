@@ -137,3 +137,250 @@ def test_offset_refinement_layer_scales_and_refines():
     clone = OffsetRefinement.from_config(layer.get_config())
     assert clone.directed_edges == edges and clone.offset_scale == 16.0
     assert clone.mid_refine_steps == 1 and clone.long_refine_steps == 0
+
+
+# ------------------------------------------------------------------ network
+import sys
+import types
+
+import keras
+
+from strongpose.config import Config, load_config
+from strongpose.losses import StrongPoseLoss
+from strongpose.model import build_model, freeze_batchnorm
+from strongpose.skeleton import Skeleton
+
+ALL_KEYS = {"heatmap_logits", "short", "mid", "long", "body_logits",
+            "inter_heatmap_logits", "inter_short"}
+
+
+def _cfg(*overrides: str) -> Config:
+    return load_config("tiny", list(overrides))
+
+
+def _images(b=1, h=65, w=65, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (b, h, w, 3)).astype(np.float32)
+
+
+def _channels(cfg):
+    k, e = cfg.skeleton.num_keypoints, cfg.skeleton.num_edges
+    return {"heatmap_logits": k, "short": 2 * k, "mid": 4 * e, "long": 2 * k, "body_logits": 1,
+            "inter_heatmap_logits": k, "inter_short": 2 * k}
+
+
+@pytest.mark.parametrize("stride,h,w", [(8, 65, 97), (16, 81, 49), (32, 65, 129)])
+def test_output_keys_and_shapes(stride, h, w):
+    cfg = _cfg()
+    model = build_model(cfg, output_stride=stride)
+    out = model(_images(2, h, w), training=False)
+    assert set(out) == ALL_KEYS
+    ch = _channels(cfg)
+    for key, v in out.items():
+        assert tuple(v.shape) == (2, (h - 1) // stride + 1, (w - 1) // stride + 1, ch[key]), key
+        assert v.dtype == tf.float32
+        assert np.all(np.isfinite(v.numpy()))
+    assert ch["mid"] == 64 and ch["short"] == 34
+
+
+def test_inference_outputs_only():
+    out = build_model(_cfg(), training_outputs=False)(_images(), training=False)
+    assert set(out) == set(ALL_KEYS) - {"inter_heatmap_logits", "inter_short"}
+    out = build_model(_cfg("model.intermediate_supervision=false"))(_images(), training=False)
+    assert "inter_short" not in out
+
+
+def test_custom_skeleton_changes_channel_counts():
+    sk = Skeleton(names=("head", "neck", "hip", "lknee", "rknee"),
+                  edges=((0, 1), (1, 2), (2, 3), (2, 4)), flip_pairs=((3, 4),),
+                  sigmas=(0.05,) * 5)
+    cfg = Config(skeleton=sk, model=_cfg().model, codec=_cfg().codec)
+    out = build_model(cfg)(_images(), training=False)
+    got = {k: v.shape[-1] for k, v in out.items()}
+    assert got == {"heatmap_logits": 5, "short": 10, "mid": 16, "long": 10, "body_logits": 1,
+                   "inter_heatmap_logits": 5, "inter_short": 10}
+
+
+def test_head_channels_adds_a_3x3_conv():
+    model = build_model(_cfg("model.head_channels=8"))
+    conv = model.get_layer("head_conv")
+    assert conv.kernel.shape == (3, 3, 64 * 4, 8)
+    assert model.get_layer("heatmap_logits_head").kernel.shape == (1, 1, 8, 17)
+    assert model.get_layer("inter_head_conv") is not None
+    out = model(_images(), training=False)
+    assert out["mid"].shape == (1, 9, 9, 64)
+
+
+def test_offset_heads_are_scaled_by_disk_radius():
+    cfg = _cfg("model.mid_refine_steps=0", "model.long_refine_steps=0")
+    model = build_model(cfg)
+    x = _images()
+    out = model(x, training=False)
+    feats = model.get_layer("resnet_v2")(model.get_layer("preprocess")(x))["features"]
+    raw = model.get_layer("short_head")(feats)
+    np.testing.assert_allclose(out["short"], cfg.codec.disk_radius * raw.numpy(), rtol=1e-5, atol=1e-5)
+    raw = model.get_layer("long_head")(feats)
+    np.testing.assert_allclose(out["long"], cfg.codec.disk_radius * raw.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_shared_across_output_strides():
+    """Same weights at strides 8 and 32: the 1x1 heads agree at the shared cells."""
+    m8, m32 = build_model(_cfg(), output_stride=8), build_model(_cfg(), output_stride=32)
+    m32.set_weights(m8.get_weights())
+    x = _images(1, 129, 97)
+    a, b = m8(x, training=False), m32(x, training=False)
+    np.testing.assert_allclose(a["heatmap_logits"][:, ::4, ::4], b["heatmap_logits"], atol=1e-4)
+    np.testing.assert_allclose(a["body_logits"][:, ::4, ::4], b["body_logits"], atol=1e-4)
+
+
+def test_bad_sizes_and_strides_raise():
+    with pytest.raises(ValueError, match="output_stride"):
+        build_model(_cfg(), output_stride=12)
+    model = build_model(_cfg())
+    with pytest.raises(ValueError, match="s\\*n \\+ 1"):
+        model(_images(1, 64, 65))
+    fn = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="s\\*n \\+ 1"):
+        fn(_images(1, 65, 70))
+
+
+def _same_outputs(a, b, x):
+    oa, ob = a(x, training=False), b(x, training=False)
+    assert set(oa) == set(ob)
+    for k in oa:
+        np.testing.assert_array_equal(oa[k].numpy(), ob[k].numpy(), err_msg=k)
+
+
+def _perturb(model):
+    """Non-trivial weights and BN statistics, so save/load is tested on real numbers."""
+    rng = np.random.default_rng(3)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+
+
+def test_keras_save_and_load_identical(tmp_path):
+    model = build_model(_cfg("model.head_channels=4"))
+    _perturb(model)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    _same_outputs(model, loaded, _images(1, 65, 81))
+
+
+def test_weights_h5_save_and_load_identical(tmp_path):
+    cfg = _cfg()
+    model = build_model(cfg)
+    _perturb(model)
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    fresh = build_model(cfg)
+    fresh.load_weights(path)
+    _same_outputs(model, fresh, _images())
+
+
+def test_get_config_round_trip():
+    model = build_model(_cfg())
+    _perturb(model)
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    _same_outputs(model, clone, _images())
+    layer = clone.get_layer("offset_refinement")
+    assert layer.mid_refine_steps == 2 and layer.output_stride == 8
+    assert layer.offset_scale == 16.0 and len(layer.directed_edges) == 32
+
+
+def _random_targets(out, rng):
+    t = {}
+    for key in ("heatmap", "short", "mid", "long", "body"):
+        pred = out[key if key in ("short", "mid", "long") else f"{key}_logits"]
+        c = pred.shape[-1]
+        t[key] = (rng.random(pred.shape) < 0.3).astype(np.float32) if key in ("heatmap", "body") \
+            else rng.normal(0, 20, pred.shape).astype(np.float32)
+        wc = c if key in ("heatmap", "body") else c // 2
+        t[f"{key}_weight"] = (rng.random(pred.shape[:-1] + (wc,)) < 0.5).astype(np.float32)
+    return t
+
+
+def _train_step(model, cfg, x, targets, optimizer):
+    loss = StrongPoseLoss.from_config(cfg)
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        total = loss(targets, out, x.shape[0])["total"]
+        scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
+    grads = tape.gradient(scaled, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return out, total, grads
+
+
+def test_train_step_gradients_finite():
+    cfg = _cfg()
+    model = build_model(cfg)
+    x = _images(2)
+    targets = _random_targets(model(x, training=False), np.random.default_rng(0))
+    _, total, grads = _train_step(model, cfg, x, targets, keras.optimizers.Adam(1e-3))
+    assert np.isfinite(float(total))
+    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+    assert any(np.any(g.numpy() != 0) for g in grads)
+
+
+def test_freeze_batchnorm_uses_moving_statistics():
+    cfg = _cfg("model.freeze_batchnorm=true")
+    model = build_model(cfg)
+    bns = [l for l in model.get_layer("resnet_v2").layers
+           if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and not any(l.trainable for l in bns)
+    x = _images(2)
+    before = [v.numpy().copy() for l in bns for v in l.non_trainable_weights]
+    a, b = model(x, training=True), model(x, training=False)
+    np.testing.assert_allclose(a["heatmap_logits"], b["heatmap_logits"], atol=1e-5)
+    targets = _random_targets(b, np.random.default_rng(0))
+    _train_step(model, cfg, x, targets, keras.optimizers.SGD(0.1))
+    after = [v.numpy() for l in bns for v in l.non_trainable_weights]
+    for u, v in zip(before, after):
+        np.testing.assert_array_equal(u, v)
+    # Unfrozen: training mode uses batch statistics, so the outputs differ.
+    live = build_model(_cfg())
+    diff = live(x, training=True)["heatmap_logits"] - live(x, training=False)["heatmap_logits"]
+    assert float(tf.reduce_max(tf.abs(diff))) > 1e-3
+    assert freeze_batchnorm(live) == len(bns)
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_builds_runs_and_trains(mixed_precision):
+    cfg = _cfg()
+    model = build_model(cfg)
+    assert model.get_layer("heatmap_logits_head").compute_dtype == "float16"
+    x = _images(2)
+    out = model(x, training=False)
+    assert all(v.dtype == tf.float32 for v in out.values())
+    targets = _random_targets(out, np.random.default_rng(0))
+    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    # The first steps may overflow in float16 at the initial loss scale (2**15): the
+    # optimizer then skips them and lowers the scale, so allow a few.
+    for _ in range(8):
+        out, total, grads = _train_step(model, cfg, x, targets, opt)
+        if all(np.all(np.isfinite(g.numpy())) for g in grads):
+            break
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    assert all(v.dtype == tf.float32 for v in out.values())
+    assert np.isfinite(float(total))
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    changed = [np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables)]
+    assert any(changed)
+
+
+def test_backbone_weights_loaded_when_configured(monkeypatch):
+    calls = []
+    fake = types.ModuleType("strongpose.backbone_weights")
+    fake.load_backbone_weights = lambda backbone, weights, depth: calls.append(
+        (backbone.name, weights, depth))
+    monkeypatch.setitem(sys.modules, "strongpose.backbone_weights", fake)
+    build_model(_cfg("model.weights=/some/file.weights.h5"))
+    assert calls == [("resnet_v2", "/some/file.weights.h5", "tiny")]
