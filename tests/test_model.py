@@ -384,3 +384,31 @@ def test_backbone_weights_loaded_when_configured(monkeypatch):
     monkeypatch.setitem(sys.modules, "strongpose.backbone_weights", fake)
     build_model(_cfg("model.weights=/some/file.weights.h5"))
     assert calls == [("resnet_v2", "/some/file.weights.h5", "tiny")]
+
+
+def test_refinement_keeps_exact_targets_fixed():
+    """On exact target maps (strongpose.targets) refinement changes nothing where defined:
+    p + M(p) lands on keypoint b, where the short field S_b(q) = y_b - q interpolates to 0;
+    likewise for long-range offsets over a person whose mask covers the image."""
+    from strongpose.targets import TargetEncoder
+
+    cfg = _cfg()
+    k = cfg.skeleton.num_keypoints
+    rng = np.random.default_rng(5)
+    kps = np.zeros((1, 2, k, 3), np.float32)
+    kps[0, 0, :, :2] = rng.uniform(24, 104, (k, 2))
+    kps[0, 0, :, 2] = 2
+    kps[0, 0, 3, 2] = 0                       # one unlabelled keypoint
+    inputs = {"keypoints": kps, "num_people": np.array([1], np.int32),
+              "person_masks": np.ones((1, 2, 129, 129), np.uint8),
+              "has_mask": np.array([[True, False]]),
+              "crowd_mask": np.zeros((1, 129, 129), np.uint8),
+              "unannotated_mask": np.zeros((1, 129, 129), np.uint8)}
+    t = TargetEncoder.from_config(cfg)(inputs, map_size=(17, 17))
+    assert float(tf.reduce_sum(t["mid_weight"])) > 0 and float(tf.reduce_sum(t["long_weight"])) > 0
+    layer = OffsetRefinement(cfg.skeleton.directed_edges, 8, 1.0, mid_refine_steps=2,
+                             long_refine_steps=1)
+    _, mid, long = layer([t["short"], t["mid"], t["long"]])
+    for got, key in ((mid, "mid"), (long, "long")):
+        w = np.repeat(t[f"{key}_weight"].numpy(), 2, axis=-1) > 0
+        np.testing.assert_allclose(got.numpy()[w], t[key].numpy()[w], atol=1e-3, err_msg=key)
