@@ -54,10 +54,10 @@ def person(*points):
     return np.array([(0, 0, 0) if p is None else (p[0], p[1], 2) for p in points], np.float32)
 
 
-def cell_points(h=H, w=W):
+def cell_points(h=H, w=W, stride=S):
     """(h, w, 2) input points (x, y) of the map cells."""
     ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([S * jj, S * ii], axis=-1).astype(np.float32)
+    return np.stack([stride * jj, stride * ii], axis=-1).astype(np.float32)
 
 
 def disk_cells(x, y, r, h=H, w=W):
@@ -432,3 +432,36 @@ def test_from_config():
     assert enc.map_size_for((401, 321)) == (51, 41)
     with pytest.raises(ValueError, match="8\\*n \\+ 1"):
         enc.map_size_for((400, 401))
+
+
+# ------------------------------------------------------------------- real data
+def test_real_coco_mini_annotations(coco_mini_annotations):
+    """Encode real COCO people: every labelled keypoint sits in its disk, short offsets
+    point at the nearest labelled keypoint of their type, bodies are the masks."""
+    from strongpose.coco import CocoKeypoints, pad_to_stride
+
+    sk, stride = Skeleton(), 8
+    coco = CocoKeypoints(coco_mini_annotations)
+    enc = TargetEncoder(sk, stride, 32.0, 8.0)
+    crowded = sorted(coco.image_ids, key=lambda i: -len(coco.annotations(i)))[:3]
+    for image_id in crowded:
+        gt = pad_to_stride(coco.ground_truth(image_id, sk, max_people=32), stride)
+        inputs = gt.as_target_inputs()
+        h, w = enc.map_size_for((gt.height, gt.width))
+        out = {k: v.numpy() for k, v in enc(inputs, (h, w)).items()}
+        kp = inputs["keypoints"][: gt.num_people]
+        pts = cell_points(h, w, stride)
+        for k in range(sk.num_keypoints):
+            labelled = kp[kp[:, k, 2] > 0, k, :2]
+            for x, y in labelled:
+                i, j = int(round(y / stride)), int(round(x / stride))
+                assert out["heatmap"][i, j, k] == 1
+                end = pts[i, j] + out["short"][i, j, 2 * k:2 * k + 2]
+                d_end = np.hypot(*(end - pts[i, j]))
+                assert d_end <= np.hypot(x - pts[i, j, 0], y - pts[i, j, 1]) + 1e-3
+                assert np.min(np.hypot(*(labelled - end).T)) < 1e-3   # lands on a keypoint
+        sub = lambda m: m[..., ::stride, ::stride].astype(bool)  # noqa: E731
+        bodies = sub(inputs["person_masks"][: gt.num_people]).any(0) | sub(inputs["unannotated_mask"])
+        assert inputs["has_mask"][: gt.num_people].all()
+        np.testing.assert_array_equal(out["body"][..., 0], bodies)
+        assert out["long_weight"].sum() > 0 and out["mid_weight"].sum() > 0
