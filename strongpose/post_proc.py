@@ -1,0 +1,550 @@
+"""Maps of one image -> people (NumPy/SciPy, vectorised): the PersonLab decoder.
+
+    decoder = Decoder.from_config(cfg)
+    people = decoder(maps, transform)        # maps: docs/MAPS.md keys, one image (h, w, C)
+
+Steps (DESIGN.md "Decoding"):
+
+1. Hough voting (:func:`hough_vote`): every cell votes for ``p + S_k(p)`` with weight
+   ``heatmap_k(p)``, bilinearly splatted and divided by ``pi (R/s)^2``; an exact disk gives
+   a peak of 1 (split over at most 2x2 cells when the keypoint is off the grid). Scores are
+   read from the 3x3 box sum of that map, so a keypoint anywhere scores about 1.
+2. Candidates: local maxima above ``peak_threshold``, refined by the short offset.
+3. Every candidate is walked (all at once, vectorised over candidates): one sweep of the
+   tree towards the root and back out visits each keypoint from its neighbour on the path
+   to the seed, exactly as a breadth-first walk would: ``y_b = y_a + M_ab(y_a)``, then
+   ``snap_steps`` short-offset snaps. With ``use_long_range``, keypoints the walk missed
+   are looked for at ``y + L_k(y)`` from every found keypoint ``y`` (then snapped), and
+   the walk resumes from the ones found; this keeps a person whose chain is broken by an
+   unlabelled / undetected keypoint in one piece.
+4. Greedy seeding: candidates best first; one seeds a person unless an accepted person
+   already has a keypoint of its type within ``nms_radius``. Walks do not depend on other
+   people, so this equals the sequential PersonLab decoder; the loop runs once per person.
+5. Person score: soft keypoint-NMS (sum of keypoint scores not within ``nms_radius`` of the
+   same keypoint of a better person, over K).
+6. Instance masks from long-range embeddings; coordinates back to the original image.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping, Optional
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from strongpose.config import DecoderConfig
+from strongpose.geometry import ImageTransform
+from strongpose.skeleton import Skeleton
+
+if TYPE_CHECKING:  # pragma: no cover
+    from strongpose.config import Config
+
+MAP_KEYS: tuple[str, ...] = ("heatmap", "short", "mid", "long", "body")
+
+
+@dataclass
+class Person:
+    """A decoded person, in original-image pixels."""
+
+    keypoints: np.ndarray                       # (K, 3): x, y, score
+    score: float                                # soft keypoint-NMS score
+    box: tuple[float, float, float, float]      # x, y, w, h: box of mask and found keypoints
+    mask: Optional[np.ndarray] = None           # bool (H_orig, W_orig) or None
+
+
+# ------------------------------------------------------------------------ sampling
+def _bilinear(arr: np.ndarray, xy: np.ndarray, channels: np.ndarray, stride: float) -> np.ndarray:
+    """Sample ``arr`` (h, w, C) bilinearly at input points ``xy`` (M, 2).
+
+    ``channels`` is (M, c) (or (c,), shared): the channels to read at each point. Points
+    outside the map are clamped to its border. Returns float32 (M, c).
+    """
+    h, w, c_all = arr.shape
+    x = np.clip(xy[:, 0] / stride, 0.0, w - 1.0)
+    y = np.clip(xy[:, 1] / stride, 0.0, h - 1.0)
+    x0 = np.minimum(x.astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(y.astype(np.int64), max(h - 2, 0))
+    fx = (x - x0)[:, None].astype(np.float32)
+    fy = (y - y0)[:, None].astype(np.float32)
+    dx = c_all if w > 1 else 0
+    dy = w * c_all if h > 1 else 0
+    flat = arr.reshape(-1)
+    base = ((y0 * w + x0) * c_all)[:, None] + channels
+    v00 = flat[base]
+    v01 = flat[base + dx]
+    v10 = flat[base + dy]
+    v11 = flat[base + dy + dx]
+    top = v00 + fx * (v01 - v00)
+    bottom = v10 + fx * (v11 - v10)
+    return top + fy * (bottom - top)
+
+
+def _pair_channels(types: np.ndarray) -> np.ndarray:
+    """Channels ``(2t, 2t+1)`` of (dx, dy) pairs, shape (M, 2)."""
+    return 2 * types[:, None] + np.arange(2)
+
+
+# ---------------------------------------------------------------------- hough maps
+def hough_vote(heatmap: np.ndarray, short: np.ndarray, stride: int,
+               disk_radius: float) -> np.ndarray:
+    """Strong keypoint maps (h, w, K): heat-weighted votes at ``p + short``, bilinearly splatted.
+
+    Normalised by ``pi (R/s)^2`` (the disk's area in map cells), so an exact disk around a
+    keypoint on a grid point gives a peak of about 1.
+    """
+    heatmap = np.asarray(heatmap, np.float32)
+    short = np.asarray(short, np.float32)
+    if heatmap.ndim != 3 or short.shape != heatmap.shape[:2] + (2 * heatmap.shape[2],):
+        raise ValueError(f"hough_vote: heatmap (h, w, K) and short (h, w, 2K) expected, got "
+                         f"{heatmap.shape} and {short.shape}")
+    if stride <= 0 or disk_radius <= 0:
+        raise ValueError(f"hough_vote: stride and disk_radius must be > 0, got {stride}, {disk_radius}")
+    h, w, k = heatmap.shape
+    flat_heat = heatmap.reshape(-1)
+    idx = np.flatnonzero(flat_heat > 0)
+    cell, kk = np.divmod(idx, k)
+    ii, jj = np.divmod(cell, w)
+    off = short.reshape(-1, 2)[idx]
+    tx = jj + off[:, 0] / stride
+    ty = ii + off[:, 1] / stride
+    x0 = np.floor(tx)
+    y0 = np.floor(ty)
+    fx = (tx - x0).astype(np.float32)
+    fy = (ty - y0).astype(np.float32)
+    x0 = x0.astype(np.int64)
+    y0 = y0.astype(np.int64)
+    weight = flat_heat[idx]
+    out = np.zeros(h * w * k, np.float64)
+    for ddy, wy in ((0, 1.0 - fy), (1, fy)):
+        for ddx, wx in ((0, 1.0 - fx), (1, fx)):
+            xs, ys = x0 + ddx, y0 + ddy
+            ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+            target = ((ys * w + xs) * k + kk)[ok]
+            out += np.bincount(target, (weight * wx * wy)[ok], minlength=h * w * k)
+    area = math.pi * (disk_radius / stride) ** 2
+    return (out / area).astype(np.float32).reshape(h, w, k)
+
+
+def _box3(strong: np.ndarray) -> np.ndarray:
+    """3x3 box sum over the two spatial axes (zero outside)."""
+    p = np.pad(strong, ((1, 1), (1, 1), (0, 0)))
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+
+
+def find_candidates(strong: np.ndarray, score_map: np.ndarray, short: np.ndarray, stride: int,
+                    threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local maxima of the strong maps above ``threshold``, best first.
+
+    Returns positions (N, 2) refined by the short offset (input pixels), types (N,) and
+    scores (N,) read from ``score_map`` at the peak cell.
+    """
+    peaks = (strong >= threshold) & (strong > 0)
+    peaks &= strong == ndimage.maximum_filter(strong, size=(3, 3, 1), mode="constant")
+    i, j, k = np.nonzero(peaks)
+    scores = score_map[i, j, k]
+    order = np.argsort(-scores, kind="stable")
+    i, j, k, scores = i[order], j[order], k[order], scores[order]
+    off = short[i, j][np.arange(k.size)[:, None], _pair_channels(k)]
+    xy = np.stack([j * stride, i * stride], axis=1).astype(np.float32) + off
+    return xy, k, scores
+
+
+# -------------------------------------------------------------------------- walking
+@functools.lru_cache(maxsize=16)
+def _sweep(skeleton: Skeleton) -> tuple[tuple[int, int, int], ...]:
+    """Directed edges ``(e, a, b)`` ordered leaves -> root (keypoint 0), then root -> leaves.
+
+    One pass in this order reaches every keypoint of a tree from any seed, each from its
+    neighbour on the path to the seed (what a breadth-first walk does).
+    """
+    k = skeleton.num_keypoints
+    nbrs: dict[int, list[int]] = {i: [] for i in range(k)}
+    for a, b in skeleton.edges:
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    depth, parent, queue = {0: 0}, {0: -1}, [0]
+    for node in queue:
+        for n in nbrs[node]:
+            if n not in depth:
+                depth[n], parent[n] = depth[node] + 1, node
+                queue.append(n)
+    index = {e: i for i, e in enumerate(skeleton.directed_edges)}
+    children = sorted((n for n in range(k) if parent[n] >= 0), key=lambda n: depth[n])
+    inward = [(index[(n, parent[n])], n, parent[n]) for n in reversed(children)]
+    outward = [(index[(parent[n], n)], parent[n], n) for n in children]
+    return tuple(inward + outward)
+
+
+@dataclass
+class _Walks:
+    """Per candidate: keypoint positions (N, K, 2), scores (N, K), found (N, K), seed types (N,)."""
+
+    xy: np.ndarray
+    score: np.ndarray
+    found: np.ndarray
+    seed: np.ndarray
+
+
+def _snap(short: np.ndarray, xy: np.ndarray, types: np.ndarray, stride: int, steps: int) -> np.ndarray:
+    """``steps`` short-offset snaps of points xy (M, 2) of keypoint types (M,)."""
+    ch = _pair_channels(types)
+    for _ in range(steps):
+        xy = xy + _bilinear(short, xy, ch, stride)
+    return xy
+
+
+def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
+               todo: np.ndarray, sweep: tuple[tuple[int, int, int], ...], *, stride: int,
+               snap_steps: int, threshold: float) -> None:
+    """Walk from found keypoints into keypoints marked ``todo`` (N, K), in place.
+
+    Along directed edge (a, b): ``y_b = y_a + M_ab(y_a)``, snapped ``snap_steps`` times by
+    ``S_b``, scored on the score map; b counts as found when its score is ``>= threshold``.
+    Only found keypoints are walked from, so a missing keypoint does not pass garbage on.
+    """
+    mid, short = maps["mid"], maps["short"]
+    for e, a, b in sweep:
+        sel = np.flatnonzero(walks.found[:, a] & todo[:, b])
+        if sel.size == 0:
+            continue
+        ya = walks.xy[sel, a]
+        yb = ya + _bilinear(mid, ya, np.array([2 * e, 2 * e + 1]), stride)
+        yb = _snap(short, yb, np.full(sel.size, b), stride, snap_steps)
+        sc = _bilinear(score_map, yb, np.array([b]), stride)[:, 0]
+        ok = sc >= threshold
+        walks.xy[sel, b] = yb
+        walks.score[sel, b] = np.where(ok, sc, 0.0)
+        walks.found[sel, b] = ok
+        todo[sel[ok], b] = False
+
+
+def _bilinear_weighted(arr: np.ndarray, weight: np.ndarray, xy: np.ndarray,
+                       channels: np.ndarray, stride: float) -> np.ndarray:
+    """Bilinear sample of ``arr`` with the corner weights multiplied by ``weight`` (h, w, 1)."""
+    num = _bilinear(arr * weight, xy, channels, stride)
+    den = _bilinear(weight, xy, np.zeros((1,), np.int64), stride)
+    return num / np.maximum(den, 1e-6)
+
+
+def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
+                       rows: np.ndarray, *, stride: int, snap_steps: int, threshold: float,
+                       radius: float) -> None:
+    """Re-decide every non-seed keypoint of people ``rows`` from long-range votes, in place.
+
+    Each found keypoint y of a person votes for keypoint k at ``y + L_k(y)`` (long-range
+    field sampled with bilinear weights times body probability, so off-body cells do not
+    drag it), snapped by the short offsets and scored; the walked position votes too. The
+    vote with the most score-weighted support (votes within ``radius``) wins; it is found
+    if it scores ``>= threshold``. Keypoints still missing are placed at the winning vote.
+    """
+    k = walks.found.shape[1]
+    xy, found, score = walks.xy[rows], walks.found[rows], walks.score[rows]
+    seed = walks.seed[rows]
+    p = rows.size
+    tgt_ok = np.arange(k)[None, :] != seed[:, None]                              # (P, K)
+    pi, src, tgt = np.nonzero(found[:, :, None] & tgt_ok[:, None, :] & ~np.eye(k, dtype=bool))
+    ys = xy[pi, src]
+    votes = ys + _bilinear_weighted(maps["long"], maps["body"], ys, _pair_channels(tgt), stride)
+    votes = _snap(maps["short"], votes, tgt, stride, snap_steps)
+    vscore = _bilinear(score_map, votes, tgt[:, None], stride)[:, 0]
+    # Dense (P, K_target, K_slot): slot = voting keypoint; slot = target holds the walked one.
+    est = np.zeros((p, k, k, 2), np.float32)
+    sc = np.zeros((p, k, k), np.float32)
+    est[pi, tgt, src] = votes
+    sc[pi, tgt, src] = vscore
+    diag = np.arange(k)
+    est[:, diag, diag] = xy
+    sc[:, diag, diag] = np.where(found, score, 0.0)
+    d2 = ((est[:, :, :, None] - est[:, :, None, :]) ** 2).sum(-1)               # (P, K, K, K)
+    support = ((d2 <= radius * radius) * sc[:, :, None, :]).sum(-1) + 1e-3 * sc
+    has_vote = sc.max(-1) > 0
+    best = support.argmax(-1)                                                    # (P, K)
+    r_, t_ = np.nonzero(tgt_ok & has_vote)
+    b_ = best[r_, t_]
+    new_sc = sc[r_, t_, b_]
+    ok = new_sc >= threshold
+    walks.xy[rows[r_], t_] = est[r_, t_, b_]
+    walks.score[rows[r_], t_] = np.where(ok, new_sc, 0.0)
+    walks.found[rows[r_], t_] = ok
+
+
+def walk_candidates(maps: Mapping[str, np.ndarray], score_map: np.ndarray, xy: np.ndarray,
+                    types: np.ndarray, scores: np.ndarray, *, skeleton: Skeleton, stride: int,
+                    cfg: DecoderConfig) -> _Walks:
+    """Walk the tree from every candidate at once (the mid-range walk, no long-range)."""
+    n, k = types.size, skeleton.num_keypoints
+    rows = np.arange(n)
+    walks = _Walks(xy=np.repeat(xy[:, None, :], k, axis=1).astype(np.float32),
+                   score=np.zeros((n, k), np.float32), found=np.zeros((n, k), bool), seed=types)
+    walks.score[rows, types] = scores
+    walks.found[rows, types] = True
+    todo = ~walks.found
+    _walk_tree(maps, score_map, walks, todo, _sweep(skeleton), stride=stride,
+               snap_steps=cfg.snap_steps, threshold=cfg.peak_threshold)
+    return walks
+
+
+def _greedy_seeds(walks: _Walks, xy: np.ndarray, types: np.ndarray, nms_radius: float) -> np.ndarray:
+    """Candidates best first; one is kept unless a kept person has a found keypoint of its
+    type within ``nms_radius`` of it. Loops once per kept person."""
+    alive = np.ones(types.size, bool)
+    kept: list[int] = []
+    r2 = nms_radius * nms_radius
+    start = 0
+    while True:
+        rest = np.flatnonzero(alive[start:])
+        if rest.size == 0:
+            break
+        c = start + int(rest[0])
+        kept.append(c)
+        d2 = ((walks.xy[c, types] - xy) ** 2).sum(axis=1)
+        alive &= ~(walks.found[c, types] & (d2 <= r2))
+        alive[c] = False
+        start = c + 1
+    return np.asarray(kept, np.int64)
+
+
+def select_people(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
+                  xy: np.ndarray, types: np.ndarray, *, skeleton: Skeleton, stride: int,
+                  cfg: DecoderConfig) -> np.ndarray:
+    """Seeding (greedy NMS over candidates), with long-range completion of the kept people.
+
+    Kept people are completed with :func:`_long_range_refine` and walked on from the
+    keypoints it found; seeding is then redone with the completed walks, until no new
+    person is kept. Returns the indices of the candidates that seed people.
+    """
+    seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius)
+    if not cfg.use_long_range:
+        return seeds
+    done = np.zeros(types.size, bool)
+    sweep = _sweep(skeleton)
+    while True:
+        rows = seeds[~done[seeds]]
+        if rows.size == 0:
+            return seeds
+        done[rows] = True
+        _long_range_refine(maps, score_map, walks, rows, stride=stride, snap_steps=cfg.snap_steps,
+                           threshold=cfg.peak_threshold, radius=cfg.nms_radius)
+        todo = np.zeros_like(walks.found)
+        todo[rows] = ~walks.found[rows]
+        _walk_tree(maps, score_map, walks, todo, sweep, stride=stride,
+                   snap_steps=cfg.snap_steps, threshold=cfg.peak_threshold)
+        seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius)
+
+
+def soft_nms_scores(xy: np.ndarray, scores: np.ndarray, nms_radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """PersonLab soft keypoint-NMS person scores.
+
+    xy (P, K, 2), scores (P, K) (0 for keypoints not found). People are ranked by their
+    total keypoint score; a keypoint counts unless a better person has the same keypoint
+    within ``nms_radius``. Returns (person scores (P,), ranking used (P,)).
+    """
+    p, k = scores.shape
+    order = np.argsort(-scores.sum(axis=1), kind="stable")
+    xy, sc = xy[order], scores[order]
+    d2 = ((xy[:, None] - xy[None]) ** 2).sum(-1)                         # (P, P, K)
+    close = (d2 <= nms_radius * nms_radius) & (sc[:, None] > 0) & np.tri(p, k=-1, dtype=bool).T[:, :, None]
+    suppressed = close.any(axis=0)                                       # by a better person
+    out = np.empty(p, np.float64)
+    out[order] = (sc * ~suppressed).sum(axis=1) / k
+    return out, order
+
+
+# --------------------------------------------------------------------------- masks
+def assign_body_cells(body: np.ndarray, long: np.ndarray, xy: np.ndarray, found: np.ndarray,
+                      *, stride: int, body_threshold: float, mask_threshold: float,
+                      min_scale: float) -> np.ndarray:
+    """Label map (h, w) int: the person each body cell joins, -1 for none.
+
+    Cell p embeds as ``p + L_k(p)``; its distance to person j is the RMS over j's found
+    keypoints of ``|p + L_k(p) - y_jk|``, divided by j's size (sqrt of its keypoint-box
+    area, at least ``min_scale``). It joins the nearest person if below ``mask_threshold``.
+    """
+    h, w = body.shape[:2]
+    labels = np.full(h * w, -1, np.int64)
+    cells = np.flatnonzero(body.reshape(-1) >= body_threshold)
+    if cells.size == 0 or xy.shape[0] == 0:
+        return labels.reshape(h, w)
+    k = xy.shape[1]
+    ii, jj = np.divmod(cells, w)
+    p = np.stack([jj, ii], axis=1).astype(np.float32) * stride
+    emb = p[:, None, :] + long.reshape(h * w, k, 2)[cells]              # (C, K, 2)
+    f = found.astype(np.float32)                                          # (P, K)
+    yf = xy * f[:, :, None]
+    d2 = ((emb ** 2).sum(-1) @ f.T - 2.0 * emb.reshape(cells.size, -1) @ yf.reshape(len(f), -1).T
+          + (f * (xy ** 2).sum(-1)).sum(1))
+    d2 /= np.maximum(f.sum(1), 1.0)
+    lo = np.where(found[:, :, None], xy, np.inf).min(axis=1)
+    hi = np.where(found[:, :, None], xy, -np.inf).max(axis=1)
+    ext = np.where(np.isfinite(hi - lo), hi - lo, 0.0)
+    scale = np.maximum(np.sqrt(ext[:, 0] * ext[:, 1]), min_scale)
+    dist = np.sqrt(np.maximum(d2, 0.0)) / scale
+    best = dist.argmin(axis=1)
+    ok = dist[np.arange(cells.size), best] < mask_threshold
+    labels[cells[ok]] = best[ok]
+    return labels.reshape(h, w)
+
+
+def _grow_labels(labels: np.ndarray) -> np.ndarray:
+    """Give unlabelled cells next to labelled ones a neighbour's label (one cell)."""
+    grown = ndimage.maximum_filter(labels, size=3, mode="constant", cval=-1)
+    return np.where(labels >= 0, labels, grown)
+
+
+def _to_original_affine(stride: int, t: ImageTransform) -> np.ndarray:
+    """2x3 matrix: original pixel (u, v) -> map coordinates."""
+    a = t.scale / stride
+    return np.array([[a, 0.0, t.offset_x / stride], [0.0, a, t.offset_y / stride]], np.float64)
+
+
+def upsample_masks(labels: np.ndarray, body: np.ndarray, num_people: int, *, stride: int,
+                   transform: ImageTransform, size: tuple[int, int],
+                   body_threshold: float) -> list[np.ndarray]:
+    """Per-person bool masks (H, W) in original pixels from the map-resolution labels.
+
+    Body probability is upsampled bilinearly and thresholded; the person label comes from
+    the nearest map cell (labels grown by one cell so body edges keep their owner).
+    """
+    height, width = size
+    m = _to_original_affine(stride, transform)
+    flags = cv2.WARP_INVERSE_MAP
+    body_up = cv2.warpAffine(np.ascontiguousarray(body[..., 0], np.float32), m, (width, height),
+                             flags=cv2.INTER_LINEAR | flags, borderMode=cv2.BORDER_CONSTANT)
+    grown = _grow_labels(labels).astype(np.float32)
+    lab_up = cv2.warpAffine(grown, m, (width, height), flags=cv2.INTER_NEAREST | flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    inside = body_up >= body_threshold
+    masks = []
+    for j in range(num_people):
+        mask = np.zeros((height, width), bool)
+        ii, jj = np.nonzero(grown == j)
+        if ii.size:
+            x0, y0 = transform.to_original(np.array([jj.min() - 1, ii.min() - 1], np.float32) * stride)
+            x1, y1 = transform.to_original(np.array([jj.max() + 1, ii.max() + 1], np.float32) * stride)
+            c0, r0 = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
+            c1, r1 = min(int(math.ceil(x1)) + 1, width), min(int(math.ceil(y1)) + 1, height)
+            if c1 > c0 and r1 > r0:
+                mask[r0:r1, c0:c1] = inside[r0:r1, c0:c1] & (lab_up[r0:r1, c0:c1] == j)
+        masks.append(mask)
+    return masks
+
+
+def _box(mask: Optional[np.ndarray], kps: np.ndarray) -> tuple[float, float, float, float]:
+    """Box (x, y, w, h) around the mask and the keypoints with score > 0."""
+    pts = kps[kps[:, 2] > 0, :2]
+    xs, ys = list(pts[:, 0]), list(pts[:, 1])
+    if mask is not None:
+        rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+        if rows.any():
+            r = np.flatnonzero(rows)
+            c = np.flatnonzero(cols)
+            xs += [c[0], c[-1]]
+            ys += [r[0], r[-1]]
+    if not xs:
+        pts = kps[:, :2]
+        xs, ys = list(pts[:, 0]), list(pts[:, 1])
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+# -------------------------------------------------------------------------- decode
+def _check_maps(maps: Mapping[str, np.ndarray], skeleton: Skeleton,
+                cfg: DecoderConfig) -> dict[str, np.ndarray]:
+    k, e2 = skeleton.num_keypoints, 2 * skeleton.num_edges
+    need = {"heatmap": k, "short": 2 * k, "mid": 2 * e2}
+    if cfg.use_long_range or cfg.instance_masks:
+        need["long"] = 2 * k
+        need["body"] = 1
+    missing = [key for key in need if key not in maps]
+    if missing:
+        raise ValueError(f"decode: maps lack {missing} (need {list(need)})")
+    out = {key: np.ascontiguousarray(maps[key], dtype=np.float32) for key in need}
+    shape = out["heatmap"].shape
+    if len(shape) != 3 or min(shape[:2]) < 1:
+        raise ValueError(f"decode: heatmap must be one image (h, w, K), got shape {shape}")
+    for key, c in need.items():
+        if out[key].shape != shape[:2] + (c,):
+            raise ValueError(f"decode: {key} must be {shape[:2] + (c,)} for K={k}, E={e2 // 2}, "
+                             f"got {out[key].shape}")
+    return out
+
+
+def _default_transform(shape: tuple[int, ...], stride: int) -> ImageTransform:
+    h, w = shape[:2]
+    return ImageTransform(original_width=stride * (w - 1) + 1, original_height=stride * (h - 1) + 1)
+
+
+def _original_size(t: ImageTransform, shape: tuple[int, ...], stride: int) -> tuple[int, int]:
+    """(H, W) of the original image: from the transform, else what the input covers."""
+    h, w = shape[:2]
+    width = t.original_width or int(math.ceil((stride * (w - 1) + 1 - t.offset_x) / t.scale))
+    height = t.original_height or int(math.ceil((stride * (h - 1) + 1 - t.offset_y) / t.scale))
+    return max(height, 1), max(width, 1)
+
+
+def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, disk_radius: float,
+           cfg: DecoderConfig, transform: ImageTransform | None = None) -> list["Person"]:
+    """Maps of one image (docs/MAPS.md, ``(h, w, C)``) -> people, best score first."""
+    if stride < 1 or disk_radius <= 0:
+        raise ValueError(f"decode: stride must be >= 1 and disk_radius > 0, got {stride}, {disk_radius}")
+    if transform is not None and transform.scale <= 0:
+        raise ValueError(f"decode: transform.scale must be > 0, got {transform.scale}")
+    m = _check_maps(maps, skeleton, cfg)
+    if transform is None:
+        transform = _default_transform(m["heatmap"].shape, stride)
+    strong = hough_vote(m["heatmap"], m["short"], stride, disk_radius)
+    score_map = _box3(strong)
+    xy, types, scores = find_candidates(strong, score_map, m["short"], stride, cfg.peak_threshold)
+    if types.size == 0:
+        return []
+    walks = walk_candidates(m, score_map, xy, types, scores, skeleton=skeleton, stride=stride, cfg=cfg)
+    seeds = select_people(m, score_map, walks, xy, types, skeleton=skeleton, stride=stride, cfg=cfg)
+    pxy, found = walks.xy[seeds], walks.found[seeds]
+    pscore = np.where(found, walks.score[seeds], 0.0).astype(np.float32)
+    person_score, _ = soft_nms_scores(pxy, pscore, cfg.nms_radius)
+    keep = np.flatnonzero((person_score > 0) & (person_score >= cfg.min_person_score))
+    keep = keep[np.argsort(-person_score[keep], kind="stable")][: cfg.max_people]
+    pxy, found, pscore, person_score = pxy[keep], found[keep], pscore[keep], person_score[keep]
+    masks: list[Optional[np.ndarray]] = [None] * keep.size
+    if cfg.instance_masks and keep.size:
+        labels = assign_body_cells(m["body"], m["long"], pxy, found, stride=stride,
+                                   body_threshold=cfg.body_threshold,
+                                   mask_threshold=cfg.mask_threshold, min_scale=disk_radius)
+        masks = upsample_masks(labels, m["body"], keep.size, stride=stride, transform=transform,
+                               size=_original_size(transform, m["heatmap"].shape, stride),
+                               body_threshold=cfg.body_threshold)
+    orig = transform.to_original(pxy)
+    people = []
+    for j in range(keep.size):
+        kps = np.concatenate([orig[j], pscore[j][:, None]], axis=1).astype(np.float32)
+        people.append(Person(keypoints=kps, score=float(person_score[j]),
+                             box=_box(masks[j], kps), mask=masks[j]))
+    return people
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """The decoder's constants; ``decoder(maps, transform)`` runs :func:`decode`."""
+
+    skeleton: Skeleton
+    stride: int
+    disk_radius: float
+    cfg: DecoderConfig = field(default_factory=DecoderConfig)
+
+    @classmethod
+    def from_config(cls, cfg: "Config", stride: Optional[int] = None) -> "Decoder":
+        """Decoder for ``cfg``; stride defaults to the evaluation output stride."""
+        return cls(skeleton=cfg.skeleton,
+                   stride=int(stride if stride is not None else cfg.eval_output_stride),
+                   disk_radius=float(cfg.codec.disk_radius), cfg=cfg.decoder)
+
+    def __call__(self, maps: Mapping[str, np.ndarray],
+                 transform: ImageTransform | None = None) -> list[Person]:
+        """People in one image's maps, best score first."""
+        return decode(maps, skeleton=self.skeleton, stride=self.stride,
+                      disk_radius=self.disk_radius, cfg=self.cfg, transform=transform)

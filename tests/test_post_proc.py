@@ -1,0 +1,224 @@
+"""Decoder tests on hand-made exact maps (built here from known keypoints with NumPy)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from strongpose.config import Config, DecoderConfig
+from strongpose.geometry import ImageTransform
+from strongpose.post_proc import Decoder, Person, decode, hough_vote, soft_nms_scores
+from strongpose.skeleton import COCO_SKELETON
+
+SK = COCO_SKELETON
+K = SK.num_keypoints
+STRIDE = 8
+R = 32.0
+
+# A standing person, COCO keypoint order, about 60 x 190 px (x, y relative to the top-left).
+TEMPLATE = np.array([
+    [50, 20], [45, 15], [55, 15], [40, 18], [60, 18],       # nose, eyes, ears
+    [30, 50], [70, 50], [25, 85], [75, 85], [22, 120], [78, 120],   # shoulders, elbows, wrists
+    [38, 120], [62, 120], [38, 165], [62, 165], [38, 205], [62, 205],  # hips, knees, ankles
+], np.float32)
+
+
+def person_at(x: float, y: float, missing: tuple[int, ...] = ()) -> np.ndarray:
+    """(K, 3) keypoints of TEMPLATE shifted by (x, y), v = 0 for ``missing``."""
+    kp = np.ones((K, 3), np.float32)
+    kp[:, :2] = TEMPLATE + (x, y)
+    kp[list(missing), 2] = 0
+    return kp
+
+
+def box_body(kp: np.ndarray, shape: tuple[int, int], margin: float = 12.0) -> np.ndarray:
+    """A rectangular body (h, w) bool around the labelled keypoints."""
+    h, w = shape
+    pts = kp[kp[:, 2] > 0, :2]
+    gy, gx = np.mgrid[0:h, 0:w] * STRIDE
+    lo, hi = pts.min(0) - margin, pts.max(0) + margin
+    return (gx >= lo[0]) & (gx <= hi[0]) & (gy >= lo[1]) & (gy <= hi[1])
+
+
+def make_maps(people: list[np.ndarray], shape: tuple[int, int],
+              bodies: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Exact maps (docs/MAPS.md) of ``people`` (each (K, 3) in input pixels) at STRIDE, R."""
+    h, w = shape
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) * STRIDE
+    cell = np.stack([gx, gy], -1)                                          # (h, w, 2)
+    maps = {"heatmap": np.zeros((h, w, K), np.float32), "short": np.zeros((h, w, 2 * K), np.float32),
+            "mid": np.zeros((h, w, 4 * SK.num_edges), np.float32),
+            "long": np.zeros((h, w, 2 * K), np.float32), "body": np.zeros((h, w, 1), np.float32)}
+    if not people:
+        return maps
+    kp = np.stack(people)                                                  # (P, K, 3)
+    lab = kp[..., 2] > 0
+    d2 = ((cell[:, :, None, None] - kp[None, None, :, :, :2]) ** 2).sum(-1)   # (h, w, P, K)
+    d2 = np.where(lab[None, None], d2, np.inf)
+    nearest = d2.argmin(axis=2)                                            # (h, w, K)
+    disk = d2.min(axis=2) <= R * R
+    maps["heatmap"] = disk.astype(np.float32)
+    vec = kp[nearest, np.arange(K), :2] - cell[:, :, None]                 # (h, w, K, 2)
+    maps["short"] = np.where(disk[..., None], vec, 0).reshape(h, w, 2 * K)
+    for e, (a, b) in enumerate(SK.directed_edges):
+        pj = nearest[..., a]
+        ok = disk[..., a] & lab[pj, b]
+        maps["mid"][..., 2 * e:2 * e + 2] = np.where(ok[..., None], kp[pj, b, :2] - cell, 0)
+    if bodies is None:
+        bodies = [box_body(p, shape) for p in people]
+    stack = np.stack(bodies, -1)                                           # (h, w, P)
+    maps["body"] = stack.any(-1, keepdims=True).astype(np.float32)
+    owner = stack.argmax(-1)
+    one = stack.sum(-1) == 1
+    lvec = kp[owner, :, :2] - cell[:, :, None]                             # (h, w, K, 2)
+    lok = one[..., None] & lab[owner]
+    maps["long"] = np.where(lok[..., None], lvec, 0).reshape(h, w, 2 * K)
+    return maps
+
+
+def cfg(**kw) -> DecoderConfig:
+    return dataclasses.replace(DecoderConfig(), **kw)
+
+
+def run(maps, transform=None, **kw) -> list[Person]:
+    return decode(maps, skeleton=SK, stride=STRIDE, disk_radius=R, cfg=cfg(**kw), transform=transform)
+
+
+def match(people: list[Person], truth: np.ndarray) -> Person:
+    """The decoded person whose found keypoints are nearest ``truth`` (K, 3)."""
+    lab = truth[:, 2] > 0
+    errs = [np.abs(p.keypoints[lab, :2] - truth[lab, :2]).max() for p in people]
+    return people[int(np.argmin(errs))]
+
+
+# ---------------------------------------------------------------------------- hough
+def test_hough_peak_is_about_one_at_an_exact_disk():
+    maps = make_maps([person_at(96 - 50, 96 - 20)], (41, 41))               # nose on grid point (96, 96)
+    strong = hough_vote(maps["heatmap"], maps["short"], STRIDE, R)
+    assert strong.shape == (41, 41, K)
+    assert strong[12, 12, 0] == pytest.approx(1.0, abs=0.05)               # 49 cells / (pi 4^2)
+    assert strong[..., 0].sum() == pytest.approx(strong[12, 12, 0])        # all votes in one cell
+    # Off the grid, votes split over 2x2 cells that still sum to about 1.
+    right_eye = strong[..., 2]
+    assert right_eye.max() < 0.9 and right_eye.sum() == pytest.approx(1.0, abs=0.05)
+
+
+def test_hough_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="short"):
+        hough_vote(np.zeros((5, 5, 3)), np.zeros((5, 5, 4)), 8, 32.0)
+    with pytest.raises(ValueError, match="stride"):
+        hough_vote(np.zeros((5, 5, 1)), np.zeros((5, 5, 2)), 0, 32.0)
+
+
+# --------------------------------------------------------------------------- decode
+def test_empty_maps_give_no_people():
+    assert run(make_maps([], (31, 41))) == []
+
+
+def test_two_people_close_together():
+    a, b = person_at(40, 30), person_at(100, 36)          # 60 px apart: disks overlap
+    maps = make_maps([a, b], (41, 31))
+    people = run(maps)
+    assert len(people) == 2
+    for truth in (a, b):
+        p = match(people, truth)
+        np.testing.assert_allclose(p.keypoints[:, :2], truth[:, :2], atol=0.5)
+        assert p.keypoints[:, 2].min() > 0.8
+        assert p.score == pytest.approx(p.keypoints[:, 2].sum() / K, rel=1e-5)
+    assert match(people, a) is not match(people, b)
+
+
+def test_missing_keypoint_one_piece_with_long_range():
+    truth = person_at(60, 40, missing=(7,))               # left elbow unlabelled: arm chain broken
+    maps = make_maps([truth], (41, 31))
+    whole = run(maps, use_long_range=True)
+    assert len(whole) == 1
+    kp = whole[0].keypoints
+    np.testing.assert_allclose(kp[9, :2], truth[9, :2], atol=0.5)     # left wrist reached
+    assert kp[9, 2] > 0.8 and kp[7, 2] < 0.01
+    assert np.isfinite(kp).all()
+    # Without long-range offsets the wrist comes out as a second, lower-scored piece.
+    pieces = run(maps, use_long_range=False)
+    assert len(pieces) == 2
+    assert pieces[0].score > pieces[1].score
+    np.testing.assert_allclose(pieces[1].keypoints[9, :2], truth[9, :2], atol=0.5)
+    assert pieces[1].score == pytest.approx(pieces[1].keypoints[9, 2] / K, rel=1e-3)
+
+
+def test_soft_nms_ranks_fragment_below_whole_person():
+    whole = np.tile(np.arange(K, dtype=np.float32)[:, None] * 10, (1, 2))
+    xy = np.stack([whole, whole + 1.0, whole + 300.0])    # whole, duplicate, a far one
+    scores = np.ones((3, K), np.float32)
+    scores[2, 1:] = 0                                     # the far one: one keypoint
+    out, order = soft_nms_scores(xy, scores, nms_radius=10.0)
+    assert out[0] == pytest.approx(1.0)
+    assert out[1] == pytest.approx(0.0)                   # every keypoint within r of a better one
+    assert out[2] == pytest.approx(1.0 / K)               # not the mean keypoint score (1.0)
+    assert list(order) == [0, 1, 2]
+
+
+def test_transform_maps_back_to_original_pixels():
+    truth = person_at(60, 40)
+    maps = make_maps([truth], (41, 31))
+    t = ImageTransform(scale=0.5, offset_x=16.0, offset_y=8.0, original_width=440, original_height=600)
+    people = run(maps, transform=t)
+    assert len(people) == 1
+    expect = (truth[:, :2] - [16.0, 8.0]) / 0.5
+    np.testing.assert_allclose(people[0].keypoints[:, :2], expect, atol=1.0)
+    assert people[0].mask.shape == (600, 440)
+    x, y, w, h = people[0].box
+    assert x <= expect[:, 0].min() and x + w >= expect[:, 0].max()
+    assert y <= expect[:, 1].min() and y + h >= expect[:, 1].max()
+
+
+def test_instance_masks_follow_bodies():
+    a, b = person_at(20, 30), person_at(150, 30)
+    shape = (41, 41)
+    maps = make_maps([a, b], shape)
+    people = run(maps)
+    assert len(people) == 2
+    size = STRIDE * (shape[0] - 1) + 1
+    for truth in (a, b):
+        p = match(people, truth)
+        assert p.mask.shape == (size, size) and p.mask.dtype == bool
+        full = np.zeros((size, size), bool)
+        lo = (truth[:, :2].min(0) - 12).astype(int)
+        hi = (truth[:, :2].max(0) + 12).astype(int)
+        full[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = True
+        iou = (p.mask & full).sum() / (p.mask | full).sum()
+        assert iou > 0.85                                 # grid-cell box vs pixel box
+    assert not (people[0].mask & people[1].mask).any()
+    assert all(p.mask is None for p in run(maps, instance_masks=False))
+
+
+def test_max_people_and_order():
+    people = [person_at(10 + 90 * i, 20 + 230 * j, missing=tuple(range(i + 4 * j)))
+              for i in range(4) for j in range(2)]
+    maps = make_maps(people, (61, 51))
+    out = run(maps)
+    assert len(out) == 8
+    assert all(a.score >= b.score for a, b in zip(out, out[1:]))
+    assert len(run(maps, max_people=3)) == 3
+
+
+def test_decoder_from_config():
+    config = Config()
+    dec = Decoder.from_config(config, stride=STRIDE)
+    assert dec.stride == STRIDE and dec.disk_radius == config.codec.disk_radius
+    assert Decoder.from_config(config).stride == config.eval_output_stride
+    maps = make_maps([person_at(60, 40)], (41, 31))
+    assert len(dec(maps)) == 1
+
+
+def test_bad_maps_raise_clear_errors():
+    maps = make_maps([person_at(60, 40)], (41, 31))
+    with pytest.raises(ValueError, match="lack"):
+        run({k: v for k, v in maps.items() if k != "mid"})
+    with pytest.raises(ValueError, match="short"):
+        run({**maps, "short": maps["short"][..., :5]})
+    with pytest.raises(ValueError, match="one image"):
+        run({**maps, "heatmap": maps["heatmap"][None]})
+    with pytest.raises(ValueError, match="stride"):
+        decode(maps, skeleton=SK, stride=0, disk_radius=R, cfg=cfg())
