@@ -248,10 +248,12 @@ def freeze_batchnorm(model: keras.Model) -> int:
     training, and leaves its scale and offset unchanged. Returns how many were frozen.
     """
     count = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
             count += 1
+        elif isinstance(layer, keras.Model):
+            count += freeze_batchnorm(layer)
     return count
 
 
