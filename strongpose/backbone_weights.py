@@ -1,0 +1,287 @@
+"""Load pretrained weights into the ResNet v2 backbone, by layer name, all or nothing.
+
+Sources (``load_backbone_weights(backbone, source, depth)``):
+
+- ``"imagenet"``: Keras' ``ResNet{50,101,152}V2(include_top=False, weights="imagenet")``
+  (Keras downloads it; needs internet or Keras' cache), copied layer by layer.
+- a Keras 3 ``.weights.h5`` file saved from a Keras ResNetV2 or from our backbone. Keras 3
+  addresses layers in such a file by class and position (``layers/conv2d_7/vars/0``), not by
+  name; the backbone creates its Conv2D and BatchNormalization layers in Keras' order, so
+  those addresses resolve to our layer names (checked by the tests against Keras itself).
+- a legacy Keras ``.h5`` weights file (Keras 2 layout, e.g. Keras' own downloaded
+  ``resnet101v2_weights_tf_dim_ordering_tf_kernels_notop.h5``), read by layer name.
+- a TF-slim checkpoint (``resnet_v2_101.ckpt``), read with ``tf.train.load_checkpoint``; names
+  map to ours with :func:`keras_to_slim_name`.
+
+The classifier (Keras ``predictions``, slim ``logits``) and slim's ``global_step`` are known
+extras and skipped. Anything else that does not match (a missing or unexpected variable, a
+wrong shape) raises :class:`WeightsMismatchError` listing every offender, before anything is
+assigned: a backbone is never half loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Iterable, Mapping, Optional
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from strongpose.resnet_v2 import backbone_spec
+
+log = logging.getLogger(__name__)
+
+KERAS_APPS = {"resnet50": "ResNet50V2", "resnet101": "ResNet101V2", "resnet152": "ResNet152V2"}
+KERAS_HEAD_LAYERS = ("predictions",)          # classifier of a Keras ResNetV2 with include_top
+KERAS3_HEAD_GROUPS = ("dense",)               # the same layer inside a Keras 3 .weights.h5
+SLIM_IGNORED = re.compile(r"^(global_step|.*/logits/(weights|biases))$")
+SLIM_VAR = {"kernel": "weights", "bias": "biases", "gamma": "gamma", "beta": "beta",
+            "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
+SLIM_UNIT_PART = {"preact_bn": "preact", "0_conv": "shortcut", "1_conv": "conv1",
+                  "1_bn": "conv1/BatchNorm", "2_conv": "conv2", "2_bn": "conv2/BatchNorm",
+                  "3_conv": "conv3"}
+_UNIT_LAYER = re.compile(r"^conv(\d+)_block(\d+)_(" + "|".join(SLIM_UNIT_PART) + r")$")
+_LISTED = 20                                  # offenders listed per kind in an error
+
+
+class WeightsMismatchError(ValueError):
+    """A weights source that does not fit the backbone; lists every offender."""
+
+    def __init__(self, source: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                 wrong_shape: Iterable[str] = ()):
+        self.missing, self.unexpected, self.wrong_shape = list(missing), list(unexpected), list(wrong_shape)
+        parts = [f"weights from {source} do not match the backbone:"]
+        for label, items in (("missing from the source", self.missing),
+                             ("in the source but not in the backbone", self.unexpected),
+                             ("wrong shape", self.wrong_shape)):
+            if items:
+                more = f" ... and {len(items) - _LISTED} more" if len(items) > _LISTED else ""
+                parts.append(f"  {len(items)} {label}: " + ", ".join(items[:_LISTED]) + more)
+        super().__init__("\n".join(parts))
+
+
+# ---------------------------------------------------------------- names
+def backbone_variables(backbone: keras.Model) -> dict[str, keras.Variable]:
+    """Every variable of the backbone keyed ``"<layer name>/<variable name>"``."""
+    out = {}
+    for layer in backbone.layers:
+        for w in layer.weights:
+            out[f"{layer.name}/{w.name}"] = w
+    return out
+
+
+def keras_to_slim_name(key: str, scope: str) -> str:
+    """Our ``"<layer>/<variable>"`` -> the TF-slim ResNet v2 variable name under ``scope``.
+
+    ``conv3_block2_1_bn/gamma`` -> ``<scope>/block2/unit_2/bottleneck_v2/conv1/BatchNorm/gamma``;
+    ``conv1_conv/bias`` -> ``<scope>/conv1/biases``; ``post_bn/beta`` -> ``<scope>/postnorm/beta``.
+    """
+    layer, _, var = key.rpartition("/")
+    if var not in SLIM_VAR or not layer:
+        raise ValueError(f"{key!r}: not a '<layer>/<variable>' key of a ResNet v2 backbone")
+    slim_var = SLIM_VAR[var]
+    if layer == "conv1_conv" and var in ("kernel", "bias"):
+        return f"{scope}/conv1/{slim_var}"
+    if layer == "post_bn" and var not in ("kernel", "bias"):
+        return f"{scope}/postnorm/{slim_var}"
+    m = _UNIT_LAYER.match(layer)
+    if m is None or (m.group(3).endswith("bn")) != (var not in ("kernel", "bias")):
+        raise ValueError(f"{key!r}: no TF-slim ResNet v2 counterpart")
+    stack, unit, part = int(m.group(1)), int(m.group(2)), SLIM_UNIT_PART[m.group(3)]
+    return f"{scope}/block{stack - 1}/unit_{unit}/bottleneck_v2/{part}/{slim_var}"
+
+
+def slim_scope(depth: str) -> str:
+    """TF-slim's variable scope for ``depth``: ``resnet_v2_101``, ..., ``resnet_v2_tiny``."""
+    backbone_spec(depth)
+    return "resnet_v2_" + depth.removeprefix("resnet")
+
+
+def _snake_case(name: str) -> str:
+    """Keras' ``naming.to_snake_case`` (how Keras 3 names a layer in a .weights.h5 file)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def keras3_h5_names(model: keras.Model) -> dict[str, str]:
+    """Group name each layer of ``model`` gets in a Keras 3 ``.weights.h5`` -> layer name.
+
+    Keras 3 names the entries of ``model.layers`` by snake-cased class name, numbered in
+    order per class (``conv2d``, ``conv2d_1``, ...).
+    """
+    used: dict[str, int] = {}
+    out = {}
+    for layer in model.layers:
+        base = _snake_case(type(layer).__name__)
+        used[base] = used.get(base, -1) + 1
+        out[base if used[base] == 0 else f"{base}_{used[base]}"] = layer.name
+    return out
+
+
+def _save_order(layer: keras.layers.Layer) -> list[str]:
+    """Variable names of ``layer`` in the order Keras writes them (``vars/0``, ``vars/1``, ...)."""
+    store: dict = {}
+    layer.save_own_variables(store)
+    return [store[str(i)].name for i in range(len(store))]
+
+
+# -------------------------------------------------------------- readers
+def read_keras3_weights(path: str, backbone: keras.Model) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A Keras 3 ``.weights.h5`` -> (``{"<layer>/<var>": array}``, unexpected entries)."""
+    names = keras3_h5_names(backbone)
+    values, unexpected = {}, []
+    with h5py.File(path, "r") as f:
+        if "layers" not in f:
+            raise WeightsMismatchError(path, unexpected=[f"no 'layers' group (top level: {sorted(f)})"])
+        for group_name, group in f["layers"].items():
+            arrays = {k: np.asarray(v) for k, v in group.get("vars", {}).items()}
+            if not arrays:
+                continue
+            if group_name in KERAS3_HEAD_GROUPS:
+                log.info("skipping classifier %s in %s", group_name, path)
+                continue
+            if group_name not in names:
+                unexpected.extend(f"layers/{group_name}/vars/{k}" for k in sorted(arrays))
+                continue
+            layer_name = names[group_name]
+            order = _save_order(backbone.get_layer(layer_name))
+            for k in sorted(arrays, key=int):
+                if int(k) < len(order):
+                    values[f"{layer_name}/{order[int(k)]}"] = arrays[k]
+                else:
+                    unexpected.append(f"layers/{group_name}/vars/{k} ({layer_name})")
+    return values, unexpected
+
+
+def read_legacy_h5(path: str) -> dict[str, np.ndarray]:
+    """A Keras 2 style ``.h5`` weights file -> ``{"<layer>/<var>": array}`` (classifier skipped)."""
+    values = {}
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs:
+            raise ValueError(f"{path}: not a Keras weights file (no 'layer_names'; a Keras 3 file "
+                             "must be named *.weights.h5)")
+        for layer_name in (n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]):
+            if layer_name in KERAS_HEAD_LAYERS:
+                continue
+            group = root[layer_name]
+            for wname in group.attrs.get("weight_names", []):
+                wname = wname.decode() if isinstance(wname, bytes) else wname
+                var = wname.split("/")[-1].split(":")[0]
+                values[f"{layer_name}/{var}"] = np.asarray(group[wname])
+    return values
+
+
+def _keras_app_weights(depth: str) -> dict[str, np.ndarray]:
+    """Keras' ImageNet ResNetV2 of ``depth`` -> ``{"<layer>/<var>": array}``."""
+    if depth not in KERAS_APPS:
+        raise ValueError(f"no ImageNet weights for backbone {depth!r} (Keras has {sorted(KERAS_APPS)})")
+    app = getattr(keras.applications, KERAS_APPS[depth])(
+        include_top=False, weights="imagenet", input_shape=(None, None, 3))
+    return {k: np.asarray(v) for k, v in backbone_variables(app).items()}
+
+
+def is_checkpoint(source: str) -> bool:
+    """Whether ``source`` names a TensorFlow checkpoint (V2 prefix with ``.index``, or V1 file)."""
+    return os.path.isfile(source + ".index") or (
+        os.path.isfile(source) and not source.endswith((".h5", ".hdf5", ".keras")))
+
+
+def find_slim_scope(names: Iterable[str]) -> Optional[str]:
+    """The scope ``S`` of the unique ``S/conv1/weights`` outside any block, or None."""
+    scopes = {n[: -len("/conv1/weights")] for n in names
+              if n.endswith("/conv1/weights") and "/block" not in n}
+    return scopes.pop() if len(scopes) == 1 else None
+
+
+def read_slim_checkpoint(prefix: str, backbone: keras.Model, scope: Optional[str] = None,
+                         progress: bool = False) -> tuple[dict[str, np.ndarray], list[str], dict[str, str]]:
+    """A TF-slim ResNet v2 checkpoint -> (``{"<layer>/<var>": array}``, unexpected names, key->slim name).
+
+    ``scope`` defaults to the one found in the checkpoint (e.g. ``resnet_v2_101``).
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as exc:
+        raise ValueError(f"cannot read checkpoint {prefix!r}: {str(exc).splitlines()[0]}") from exc
+    shapes = reader.get_variable_to_shape_map()
+    scope = scope or find_slim_scope(shapes)
+    if scope is None:
+        raise WeightsMismatchError(prefix, unexpected=sorted(shapes)[:_LISTED],
+                                   missing=["<scope>/conv1/weights (no single ResNet v2 scope found)"])
+    to_slim = {key: keras_to_slim_name(key, scope) for key in backbone_variables(backbone)}
+    from_slim = {s: k for k, s in to_slim.items()}
+    values, unexpected = {}, []
+    for name in tqdm(sorted(shapes), desc="reading checkpoint", unit="var", disable=not progress):
+        if name in from_slim:
+            values[from_slim[name]] = reader.get_tensor(name)
+        elif SLIM_IGNORED.match(name):
+            log.info("skipping %s", name)
+        else:
+            unexpected.append(name)
+    return values, unexpected, to_slim
+
+
+# ------------------------------------------------------------- assigning
+def assign_weights(backbone: keras.Model, values: Mapping[str, np.ndarray], source: str,
+                   unexpected: Iterable[str] = (), aliases: Optional[Mapping[str, str]] = None) -> int:
+    """Check ``values`` (``"<layer>/<var>"`` -> array) against every backbone variable, then assign.
+
+    Raises :class:`WeightsMismatchError` (nothing assigned) unless every variable has a value
+    of its shape and nothing is left over. ``aliases`` adds the source's own name of a key to
+    messages. Returns the number of variables assigned.
+    """
+    variables = backbone_variables(backbone)
+    label = lambda k: f"{k} ({aliases[k]})" if aliases and k in aliases else k
+    missing = [label(k) for k in variables if k not in values]
+    unexpected = list(unexpected) + [label(k) for k in values if k not in variables]
+    wrong = [f"{label(k)}: {tuple(np.shape(v))} != {tuple(variables[k].shape)}"
+             for k, v in values.items() if k in variables and tuple(np.shape(v)) != tuple(variables[k].shape)]
+    if missing or unexpected or wrong:
+        raise WeightsMismatchError(source, missing, unexpected, wrong)
+    for key, var in variables.items():
+        var.assign(np.asarray(values[key], dtype=var.dtype))
+    return len(variables)
+
+
+def load_backbone_weights(backbone: keras.Model, source: str, depth: str,
+                          scope: Optional[str] = None, progress: bool = False) -> int:
+    """Load ``source`` into ``backbone`` (built by ``build_backbone(depth, ...)``), by layer name.
+
+    Args:
+        backbone: the model from :func:`strongpose.resnet_v2.build_backbone`.
+        source: ``"imagenet"``, a ``.weights.h5`` / legacy ``.h5`` Keras weights file, or a
+            TF-slim checkpoint prefix (``.../resnet_v2_101.ckpt``).
+        depth: the backbone's depth (``config.BACKBONES``); picks Keras' ImageNet model.
+        scope: TF-slim variable scope; default: found in the checkpoint.
+        progress: show a progress bar while reading a checkpoint.
+
+    Returns:
+        The number of variables loaded (all of the backbone's).
+
+    Raises:
+        WeightsMismatchError: the source does not fit (listing every offender); nothing loaded.
+        FileNotFoundError: ``source`` is not "imagenet" and no such file or checkpoint exists.
+    """
+    backbone_spec(depth)
+    if source == "imagenet":
+        n = assign_weights(backbone, _keras_app_weights(depth), f"Keras ImageNet {KERAS_APPS[depth]}")
+    elif source.endswith(".weights.h5") and os.path.isfile(source):
+        values, unexpected = read_keras3_weights(source, backbone)
+        n = assign_weights(backbone, values, source, unexpected)
+    elif source.endswith((".h5", ".hdf5")) and os.path.isfile(source):
+        n = assign_weights(backbone, read_legacy_h5(source), source)
+    elif is_checkpoint(source):
+        values, unexpected, to_slim = read_slim_checkpoint(source, backbone, scope, progress)
+        n = assign_weights(backbone, values, source, unexpected, aliases=to_slim)
+    else:
+        raise FileNotFoundError(f"weights source {source!r}: not 'imagenet', an existing .weights.h5 "
+                                "/ .h5 file, or a TF checkpoint prefix (no such file or .index)")
+    log.info("loaded %d backbone variables from %s", n, source)
+    return n
