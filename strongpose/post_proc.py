@@ -64,23 +64,21 @@ def _bilinear(arr: np.ndarray, xy: np.ndarray, channels: np.ndarray, stride: flo
     outside the map are clamped to its border. Returns float32 (M, c).
     """
     h, w, c_all = arr.shape
-    x = np.clip(xy[:, 0] / stride, 0.0, w - 1.0)
-    y = np.clip(xy[:, 1] / stride, 0.0, h - 1.0)
-    x0 = np.minimum(x.astype(np.int64), max(w - 2, 0))
-    y0 = np.minimum(y.astype(np.int64), max(h - 2, 0))
-    fx = (x - x0)[:, None].astype(np.float32)
-    fy = (y - y0)[:, None].astype(np.float32)
-    dx = c_all if w > 1 else 0
-    dy = w * c_all if h > 1 else 0
-    flat = arr.reshape(-1)
-    base = ((y0 * w + x0) * c_all)[:, None] + channels
-    v00 = flat[base]
-    v01 = flat[base + dx]
-    v10 = flat[base + dy]
-    v11 = flat[base + dy + dx]
-    top = v00 + fx * (v01 - v00)
-    bottom = v10 + fx * (v11 - v10)
-    return top + fy * (bottom - top)
+    x = np.minimum(np.maximum(xy[:, 0] * np.float32(1.0 / stride), 0.0), w - 1.0)
+    y = np.minimum(np.maximum(xy[:, 1] * np.float32(1.0 / stride), 0.0), h - 1.0)
+    x0 = np.minimum(x.astype(np.intp), max(w - 2, 0))
+    y0 = np.minimum(y.astype(np.intp), max(h - 2, 0))
+    fx = (x - x0).astype(np.float32)
+    fy = (y - y0).astype(np.float32)
+    corners = np.array([0, c_all if w > 1 else 0, w * c_all if h > 1 else 0, 0], np.intp)
+    corners[3] = corners[1] + corners[2]
+    channels = np.asarray(channels)
+    ch = channels[:, None, :] if channels.ndim == 2 else channels[None, None, :]
+    idx = ((y0 * w + x0) * c_all)[:, None, None] + corners[None, :, None] + ch
+    v = arr.reshape(-1).take(idx)                                          # (M, 4, c)
+    gx, gy = 1.0 - fx, 1.0 - fy
+    wts = np.stack([gx * gy, fx * gy, gx * fy, fx * fy], axis=1)          # (M, 4)
+    return (v * wts[:, :, None]).sum(axis=1)
 
 
 def _pair_channels(types: np.ndarray) -> np.ndarray:
@@ -156,38 +154,22 @@ def find_candidates(strong: np.ndarray, score_map: np.ndarray, short: np.ndarray
 
 # -------------------------------------------------------------------------- walking
 @functools.lru_cache(maxsize=16)
-def _sweep(skeleton: Skeleton) -> tuple[tuple[int, int, int], ...]:
-    """Directed edges ``(e, a, b)`` ordered leaves -> root (keypoint 0), then root -> leaves.
-
-    One pass in this order reaches every keypoint of a tree from any seed, each from its
-    neighbour on the path to the seed (what a breadth-first walk does).
-    """
-    k = skeleton.num_keypoints
-    nbrs: dict[int, list[int]] = {i: [] for i in range(k)}
-    for a, b in skeleton.edges:
-        nbrs[a].append(b)
-        nbrs[b].append(a)
-    depth, parent, queue = {0: 0}, {0: -1}, [0]
-    for node in queue:
-        for n in nbrs[node]:
-            if n not in depth:
-                depth[n], parent[n] = depth[node] + 1, node
-                queue.append(n)
-    index = {e: i for i, e in enumerate(skeleton.directed_edges)}
-    children = sorted((n for n in range(k) if parent[n] >= 0), key=lambda n: depth[n])
-    inward = [(index[(n, parent[n])], n, parent[n]) for n in reversed(children)]
-    outward = [(index[(parent[n], n)], parent[n], n) for n in children]
-    return tuple(inward + outward)
+def _edge_arrays(skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """Directed edges as index arrays (from a, to b), each (2E,)."""
+    edges = np.array(skeleton.directed_edges, np.intp).reshape(-1, 2)
+    return edges[:, 0].copy(), edges[:, 1].copy()
 
 
 @dataclass
 class _Walks:
-    """Per candidate: keypoint positions (N, K, 2), scores (N, K), found (N, K), seed types (N,)."""
+    """Per candidate: keypoint positions (N, K, 2), scores (N, K), found (N, K), seed
+    types (N,), and the directed edges already walked (N, 2E)."""
 
     xy: np.ndarray
     score: np.ndarray
     found: np.ndarray
     seed: np.ndarray
+    tried: np.ndarray
 
 
 def _snap(short: np.ndarray, xy: np.ndarray, types: np.ndarray, stride: int, steps: int) -> np.ndarray:
@@ -199,28 +181,36 @@ def _snap(short: np.ndarray, xy: np.ndarray, types: np.ndarray, stride: int, ste
 
 
 def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
-               todo: np.ndarray, sweep: tuple[tuple[int, int, int], ...], *, stride: int,
-               snap_steps: int, threshold: float) -> None:
-    """Walk from found keypoints into keypoints marked ``todo`` (N, K), in place.
+               skeleton: Skeleton, *, stride: int, snap_steps: int, threshold: float) -> None:
+    """Breadth-first walk from found keypoints into missing ones, every candidate at once.
 
-    Along directed edge (a, b): ``y_b = y_a + M_ab(y_a)``, snapped ``snap_steps`` times by
-    ``S_b``, scored on the score map; b counts as found when its score is ``>= threshold``.
-    Only found keypoints are walked from, so a missing keypoint does not pass garbage on.
+    Each step takes every directed edge (a, b) not tried yet with a found and b missing:
+    ``y_b = y_a + M_ab(y_a)``, snapped ``snap_steps`` times by ``S_b``, scored on the score
+    map; b is found when its score is ``>= threshold`` (the best try wins when several
+    edges reach b in one step). Only found keypoints are walked from, so a missing
+    keypoint passes no garbage on. Updates ``walks`` in place; the loop runs once per
+    tree level.
     """
+    ea, eb = _edge_arrays(skeleton)
+    k = skeleton.num_keypoints
     mid, short = maps["mid"], maps["short"]
-    for e, a, b in sweep:
-        sel = np.flatnonzero(walks.found[:, a] & todo[:, b])
-        if sel.size == 0:
-            continue
-        ya = walks.xy[sel, a]
-        yb = ya + _bilinear(mid, ya, np.array([2 * e, 2 * e + 1]), stride)
-        yb = _snap(short, yb, np.full(sel.size, b), stride, snap_steps)
-        sc = _bilinear(score_map, yb, np.array([b]), stride)[:, 0]
+    while True:
+        n, e = np.nonzero(walks.found[:, ea] & ~walks.found[:, eb] & ~walks.tried)
+        if n.size == 0:
+            return
+        walks.tried[n, e] = True
+        a, b = ea[e], eb[e]
+        ya = walks.xy[n, a]
+        yb = _snap(short, ya + _bilinear(mid, ya, _pair_channels(e), stride), b, stride, snap_steps)
+        sc = _bilinear(score_map, yb, b[:, None], stride)[:, 0]
+        key = n * k + b
+        order = np.lexsort((sc, key))
+        last = order[np.r_[key[order][1:] != key[order][:-1], True]]
+        n, b, yb, sc = n[last], b[last], yb[last], sc[last]
         ok = sc >= threshold
-        walks.xy[sel, b] = yb
-        walks.score[sel, b] = np.where(ok, sc, 0.0)
-        walks.found[sel, b] = ok
-        todo[sel[ok], b] = False
+        walks.xy[n, b] = yb
+        walks.score[n, b] = np.where(ok, sc, 0.0)
+        walks.found[n, b] = ok
 
 
 def _bilinear_weighted(arr: np.ndarray, weight: np.ndarray, xy: np.ndarray,
@@ -280,12 +270,12 @@ def walk_candidates(maps: Mapping[str, np.ndarray], score_map: np.ndarray, xy: n
     n, k = types.size, skeleton.num_keypoints
     rows = np.arange(n)
     walks = _Walks(xy=np.repeat(xy[:, None, :], k, axis=1).astype(np.float32),
-                   score=np.zeros((n, k), np.float32), found=np.zeros((n, k), bool), seed=types)
+                   score=np.zeros((n, k), np.float32), found=np.zeros((n, k), bool), seed=types,
+                   tried=np.zeros((n, 2 * skeleton.num_edges), bool))
     walks.score[rows, types] = scores
     walks.found[rows, types] = True
-    todo = ~walks.found
-    _walk_tree(maps, score_map, walks, todo, _sweep(skeleton), stride=stride,
-               snap_steps=cfg.snap_steps, threshold=cfg.peak_threshold)
+    _walk_tree(maps, score_map, walks, skeleton, stride=stride, snap_steps=cfg.snap_steps,
+               threshold=cfg.peak_threshold)
     return walks
 
 
@@ -322,7 +312,6 @@ def select_people(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: 
     if not cfg.use_long_range:
         return seeds
     done = np.zeros(types.size, bool)
-    sweep = _sweep(skeleton)
     while True:
         rows = seeds[~done[seeds]]
         if rows.size == 0:
@@ -330,10 +319,8 @@ def select_people(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: 
         done[rows] = True
         _long_range_refine(maps, score_map, walks, rows, stride=stride, snap_steps=cfg.snap_steps,
                            threshold=cfg.peak_threshold, radius=cfg.nms_radius)
-        todo = np.zeros_like(walks.found)
-        todo[rows] = ~walks.found[rows]
-        _walk_tree(maps, score_map, walks, todo, sweep, stride=stride,
-                   snap_steps=cfg.snap_steps, threshold=cfg.peak_threshold)
+        _walk_tree(maps, score_map, walks, skeleton, stride=stride, snap_steps=cfg.snap_steps,
+                   threshold=cfg.peak_threshold)
         seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius)
 
 
