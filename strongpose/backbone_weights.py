@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from strongpose.resnet_v2 import backbone_spec
+from strongpose.resnet_v2 import backbone_spec, unit_schedule
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,16 @@ def read_slim_checkpoint(prefix: str, backbone: keras.Model, scope: Optional[str
 
 
 # ------------------------------------------------------------- assigning
+def check_depth(backbone: keras.Model, depth: str) -> None:
+    """Raise ValueError unless ``backbone`` has exactly the units of a ResNet v2 ``depth``."""
+    expected = {f"{p.name}_out" for p in unit_schedule(depth, 32)}
+    found = {l.name for l in backbone.layers if _UNIT_LAYER.match(l.name.removesuffix("_out") + "_1_conv")
+             and l.name.endswith("_out")}
+    if found != expected:
+        raise ValueError(f"backbone {backbone.name!r} is not a {depth} ResNet v2: it has {len(found)} "
+                         f"bottleneck units, {depth} has {len(expected)}")
+
+
 def assign_weights(backbone: keras.Model, values: Mapping[str, np.ndarray], source: str,
                    unexpected: Iterable[str] = (), aliases: Optional[Mapping[str, str]] = None) -> int:
     """Check ``values`` (``"<layer>/<var>"`` -> array) against every backbone variable, then assign.
@@ -269,7 +279,7 @@ def load_backbone_weights(backbone: keras.Model, source: str, depth: str,
         WeightsMismatchError: the source does not fit (listing every offender); nothing loaded.
         FileNotFoundError: ``source`` is not "imagenet" and no such file or checkpoint exists.
     """
-    backbone_spec(depth)
+    check_depth(backbone, depth)
     if source == "imagenet":
         n = assign_weights(backbone, _keras_app_weights(depth), f"Keras ImageNet {KERAS_APPS[depth]}")
     elif source.endswith(".weights.h5") and os.path.isfile(source):

@@ -250,8 +250,11 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     diag = np.arange(k)
     est[:, diag, diag] = xy
     sc[:, diag, diag] = np.where(found, score, 0.0)
-    d2 = ((est[:, :, :, None] - est[:, :, None, :]) ** 2).sum(-1)               # (P, K, K, K)
-    support = ((d2 <= radius * radius) * sc[:, :, None, :]).sum(-1) + 1e-3 * sc
+    ex, ey = est[..., 0], est[..., 1]
+    dx = ex[..., :, None] - ex[..., None, :]
+    dy = ey[..., :, None] - ey[..., None, :]
+    close = (dx * dx + dy * dy <= radius * radius).astype(np.float32)           # (P, K, K, K)
+    support = np.einsum("ptij,ptj->pti", close, sc) + 1e-3 * sc
     has_vote = sc.max(-1) > 0
     best = support.argmax(-1)                                                    # (P, K)
     r_, t_ = np.nonzero(tgt_ok & has_vote)
@@ -363,8 +366,12 @@ def assign_body_cells(body: np.ndarray, long: np.ndarray, xy: np.ndarray, found:
     emb = p[:, None, :] + long.reshape(h * w, k, 2)[cells]              # (C, K, 2)
     f = found.astype(np.float32)                                          # (P, K)
     yf = xy * f[:, :, None]
-    d2 = ((emb ** 2).sum(-1) @ f.T - 2.0 * emb.reshape(cells.size, -1) @ yf.reshape(len(f), -1).T
-          + (f * (xy ** 2).sum(-1)).sum(1))
+    # Sums of squared distances over each person's found keypoints, without a (C, P, K)
+    # tensor (einsum: small products, no BLAS threads).
+    e2 = emb[..., 0] ** 2 + emb[..., 1] ** 2
+    d2 = (np.einsum("ck,pk->cp", e2, f)
+          - 2.0 * np.einsum("cj,pj->cp", emb.reshape(cells.size, -1), yf.reshape(len(f), -1))
+          + (f * (xy[..., 0] ** 2 + xy[..., 1] ** 2)).sum(1))
     d2 /= np.maximum(f.sum(1), 1.0)
     lo = np.where(found[:, :, None], xy, np.inf).min(axis=1)
     hi = np.where(found[:, :, None], xy, -np.inf).max(axis=1)

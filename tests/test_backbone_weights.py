@@ -194,6 +194,8 @@ def test_bad_sources_give_clear_errors(tmp_path):
         load_backbone_weights(net, "imagenet", "tiny")
     with pytest.raises(ValueError, match="unknown backbone"):
         load_backbone_weights(net, "imagenet", "resnet18")
+    with pytest.raises(ValueError, match="is not a resnet50 ResNet v2: it has 8 bottleneck units, resnet50 has 16"):
+        load_backbone_weights(net, "imagenet", "resnet50")
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
