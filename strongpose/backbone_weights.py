@@ -232,8 +232,7 @@ def read_slim_checkpoint(prefix: str, backbone: keras.Model, scope: Optional[str
 def check_depth(backbone: keras.Model, depth: str) -> None:
     """Raise ValueError unless ``backbone`` has exactly the units of a ResNet v2 ``depth``."""
     expected = {f"{p.name}_out" for p in unit_schedule(depth, 32)}
-    found = {l.name for l in backbone.layers if _UNIT_LAYER.match(l.name.removesuffix("_out") + "_1_conv")
-             and l.name.endswith("_out")}
+    found = {l.name for l in backbone.layers if re.fullmatch(r"conv\d+_block\d+_out", l.name)}
     if found != expected:
         raise ValueError(f"backbone {backbone.name!r} is not a {depth} ResNet v2: it has {len(found)} "
                          f"bottleneck units, {depth} has {len(expected)}")
