@@ -181,17 +181,21 @@ def _snap(short: np.ndarray, xy: np.ndarray, types: np.ndarray, stride: int, ste
 
 
 def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
-               skeleton: Skeleton, *, stride: int, snap_steps: int, threshold: float) -> None:
+               skeleton: Skeleton, *, stride: int, snap_steps: int, threshold: float,
+               radius: float) -> None:
     """Breadth-first walk from found keypoints into missing ones, every candidate at once.
 
     Each step takes every directed edge (a, b) not tried yet with a found and b missing:
     ``y_b = y_a + M_ab(y_a)``, snapped ``snap_steps`` times by ``S_b``, scored on the score
-    map; b is found when its score is ``>= threshold`` (the best try wins when several
-    edges reach b in one step). Only found keypoints are walked from, so a missing
+    map; b is found when its score is ``>= threshold`` and the walk back along (b, a),
+    snapped, lands within ``radius`` of y_a (else y_b is someone else's keypoint: their
+    mid-range offsets lead to their own a). The best try wins when several edges reach b
+    in one step. Only found keypoints are walked from, so a missing
     keypoint passes no garbage on. Updates ``walks`` in place; the loop runs once per
     tree level.
     """
     ea, eb = _edge_arrays(skeleton)
+    num_e = skeleton.num_edges
     k = skeleton.num_keypoints
     mid, short = maps["mid"], maps["short"]
     while True:
@@ -203,6 +207,9 @@ def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Wa
         ya = walks.xy[n, a]
         yb = _snap(short, ya + _bilinear(mid, ya, _pair_channels(e), stride), b, stride, snap_steps)
         sc = _bilinear(score_map, yb, b[:, None], stride)[:, 0]
+        rev = np.where(e < num_e, e + num_e, e - num_e)
+        back = _snap(short, yb + _bilinear(mid, yb, _pair_channels(rev), stride), a, stride, snap_steps)
+        sc = np.where(((back - ya) ** 2).sum(-1) <= radius * radius, sc, 0.0)
         key = n * k + b
         order = np.lexsort((sc, key))
         last = order[np.r_[key[order][1:] != key[order][:-1], True]]
@@ -213,24 +220,31 @@ def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Wa
         walks.found[n, b] = ok
 
 
-def _bilinear_weighted(arr: np.ndarray, weight: np.ndarray, xy: np.ndarray,
-                       channels: np.ndarray, stride: float) -> np.ndarray:
-    """Bilinear sample of ``arr`` with the corner weights multiplied by ``weight`` (h, w, 1)."""
-    num = _bilinear(arr * weight, xy, channels, stride)
-    den = _bilinear(weight, xy, np.zeros((1,), np.int64), stride)
-    return num / np.maximum(den, 1e-6)
+def _long_range(maps: Mapping[str, np.ndarray], xy: np.ndarray, types: np.ndarray,
+                stride: float) -> tuple[np.ndarray, np.ndarray]:
+    """``L_k`` at points xy (M, 2) for types (M,), and the body probability there (M,).
+
+    Bilinear weights are multiplied by the body probability, so off-body cells (where
+    long-range offsets mean nothing) do not drag the sample.
+    """
+    body = maps["body"]
+    num = _bilinear(maps["long"] * body, xy, _pair_channels(types), stride)
+    den = _bilinear(body, xy, np.zeros((1,), np.intp), stride)
+    return num / np.maximum(den, 1e-6), den[:, 0]
 
 
 def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
                        rows: np.ndarray, *, stride: int, snap_steps: int, threshold: float,
-                       radius: float) -> None:
+                       radius: float, body_threshold: float) -> None:
     """Re-decide every non-seed keypoint of people ``rows`` from long-range votes, in place.
 
-    Each found keypoint y of a person votes for keypoint k at ``y + L_k(y)`` (long-range
-    field sampled with bilinear weights times body probability, so off-body cells do not
-    drag it), snapped by the short offsets and scored; the walked position votes too. The
-    vote with the most score-weighted support (votes within ``radius``) wins; it is found
-    if it scores ``>= threshold``. Keypoints still missing are placed at the winning vote.
+    Each found keypoint y (source) of a person votes for keypoint k at ``y + L_k(y)``,
+    snapped by the short offsets and scored on the strong map; the walked position votes
+    too. A vote is checked the other way: where the body is, the long-range offset of the
+    voted point must lead back (snapped) to within ``radius`` of the source, else the vote
+    belongs to someone else and is dropped. Votes weigh their score times the body
+    probability at the source. The vote with the most weight within ``radius`` wins; the
+    keypoint is found if it scores ``>= threshold``; missing ones sit at the winning vote.
     """
     k = walks.found.shape[1]
     xy, found, score = walks.xy[rows], walks.found[rows], walks.score[rows]
@@ -239,22 +253,30 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     tgt_ok = np.arange(k)[None, :] != seed[:, None]                              # (P, K)
     pi, src, tgt = np.nonzero(found[:, :, None] & tgt_ok[:, None, :] & ~np.eye(k, dtype=bool))
     ys = xy[pi, src]
-    votes = ys + _bilinear_weighted(maps["long"], maps["body"], ys, _pair_channels(tgt), stride)
-    votes = _snap(maps["short"], votes, tgt, stride, snap_steps)
+    lr, body_src = _long_range(maps, ys, tgt, stride)
+    votes = _snap(maps["short"], ys + lr, tgt, stride, snap_steps)
     vscore = _bilinear(score_map, votes, tgt[:, None], stride)[:, 0]
+    back, body_vote = _long_range(maps, votes, src, stride)
+    back = _snap(maps["short"], votes + back, src, stride, snap_steps)
+    agrees = ((back - ys) ** 2).sum(-1) <= radius * radius
+    weight = vscore * np.minimum(body_src, 1.0) * ((body_vote < body_threshold) | agrees)
     # Dense (P, K_target, K_slot): slot = voting keypoint; slot = target holds the walked one.
     est = np.zeros((p, k, k, 2), np.float32)
     sc = np.zeros((p, k, k), np.float32)
+    wt = np.zeros((p, k, k), np.float32)
     est[pi, tgt, src] = votes
     sc[pi, tgt, src] = vscore
+    wt[pi, tgt, src] = weight
     diag = np.arange(k)
     est[:, diag, diag] = xy
     sc[:, diag, diag] = np.where(found, score, 0.0)
+    wt[:, diag, diag] = sc[:, diag, diag]
     ex, ey = est[..., 0], est[..., 1]
     dx = ex[..., :, None] - ex[..., None, :]
     dy = ey[..., :, None] - ey[..., None, :]
     close = (dx * dx + dy * dy <= radius * radius).astype(np.float32)           # (P, K, K, K)
-    support = np.einsum("ptij,ptj->pti", close, sc) + 1e-3 * sc
+    support = np.einsum("ptij,ptj->pti", close, wt) + 1e-3 * wt
+    sc = np.where(wt > 0, sc, 0.0)
     has_vote = sc.max(-1) > 0
     best = support.argmax(-1)                                                    # (P, K)
     r_, t_ = np.nonzero(tgt_ok & has_vote)
@@ -278,7 +300,7 @@ def walk_candidates(maps: Mapping[str, np.ndarray], score_map: np.ndarray, xy: n
     walks.score[rows, types] = scores
     walks.found[rows, types] = True
     _walk_tree(maps, score_map, walks, skeleton, stride=stride, snap_steps=cfg.snap_steps,
-               threshold=cfg.peak_threshold)
+               threshold=cfg.peak_threshold, radius=cfg.nms_radius)
     return walks
 
 
@@ -321,9 +343,10 @@ def select_people(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: 
             return seeds
         done[rows] = True
         _long_range_refine(maps, score_map, walks, rows, stride=stride, snap_steps=cfg.snap_steps,
-                           threshold=cfg.peak_threshold, radius=cfg.nms_radius)
+                           threshold=cfg.peak_threshold, radius=cfg.nms_radius,
+                           body_threshold=cfg.body_threshold)
         _walk_tree(maps, score_map, walks, skeleton, stride=stride, snap_steps=cfg.snap_steps,
-                   threshold=cfg.peak_threshold)
+                   threshold=cfg.peak_threshold, radius=cfg.nms_radius)
         seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius)
 
 
