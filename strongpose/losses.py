@@ -22,73 +22,104 @@ so an image with nothing to learn for a term adds 0; then the per-image values a
 depends on that image alone, and the losses of the replicas' shards add up exactly to the
 loss of the whole batch (the ``tf.distribute`` convention for ``optimizer`` steps whose
 gradients are summed across replicas). All arithmetic is float32, whatever the dtype of
-the predictions.
+the predictions, and written with ``keras.ops``, so the losses run on any Keras 3 backend
+(TensorFlow, JAX) and return that backend's tensors.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Optional, Sequence
 
-import tensorflow as tf
+from keras import ops
 
 from strongpose.config import Config
 
 LOSS_TERMS: tuple[str, ...] = ("heatmap", "body", "short", "mid", "long")
 INTERMEDIATE_TERMS: tuple[str, ...] = ("inter_heatmap", "inter_short")
 
-
-def _f32(x: tf.Tensor) -> tf.Tensor:
-    """Any array or tensor as a float32 tensor."""
-    return tf.cast(tf.convert_to_tensor(x), tf.float32)
+Tensor = Any  # a Keras backend tensor (Tensor, jax.Array, ...) or array-like
 
 
-def _check_shapes(name: str, pred: tf.Tensor, target: tf.Tensor, weight: tf.Tensor,
+def _f32(x: Tensor) -> Tensor:
+    """Any array or tensor as a float32 tensor of the Keras backend."""
+    return ops.cast(ops.convert_to_tensor(x), "float32")
+
+
+def _static_shape(x: Tensor) -> Optional[tuple[Optional[int], ...]]:
+    """The static shape as a tuple (None for unknown sizes), or None for an unknown rank."""
+    shape = getattr(x, "shape", None)
+    try:
+        return tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):  # unknown rank (TensorShape(None))
+        return None
+
+
+def _compatible(a: Optional[Sequence[Optional[int]]], b: Optional[Sequence[Optional[int]]]) -> bool:
+    """Shapes agree where both are known (an unknown rank agrees with anything)."""
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _fmt(shape: Optional[Sequence[Optional[int]]]) -> str:
+    return "<unknown>" if shape is None else "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _check_shapes(name: str, pred: Tensor, target: Tensor, weight: Tensor,
                   pairs: bool) -> None:
     """Raise a ValueError naming the map when static shapes disagree."""
-    p, t, w = (tf.TensorShape(x.shape) for x in (pred, target, weight))
-    if p.rank is not None and p.rank != 4:
-        raise ValueError(f"loss {name!r}: prediction must be (B, h, w, C), got shape {p}")
-    if not p.is_compatible_with(t):
-        raise ValueError(f"loss {name!r}: prediction shape {p} does not match target shape {t}")
-    expected_w = p[:-1].concatenate([p[-1] // 2 if (pairs and p[-1] is not None) else p[-1]])
-    if not expected_w.is_compatible_with(w):
+    p, t, w = (_static_shape(x) for x in (pred, target, weight))
+    if p is not None and len(p) != 4:
+        raise ValueError(f"loss {name!r}: prediction must be (B, h, w, C), got shape {_fmt(p)}")
+    if not _compatible(p, t):
+        raise ValueError(f"loss {name!r}: prediction shape {_fmt(p)} does not match target "
+                         f"shape {_fmt(t)}")
+    expected_w = None if p is None else (
+        p[:-1] + (p[-1] // 2 if (pairs and p[-1] is not None) else p[-1],))
+    if not _compatible(expected_w, w):
         raise ValueError(
-            f"loss {name!r}: weight shape {w} does not fit prediction shape {p} "
+            f"loss {name!r}: weight shape {_fmt(w)} does not fit prediction shape {_fmt(p)} "
             f"({'one weight per channel pair' if pairs else 'one weight per channel'})")
 
 
-def _per_image_mean(values: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+def _per_image_mean(values: Tensor, weight: Tensor) -> Tensor:
     """``sum(w * v) / max(sum(w), 1)`` per image: (B, ...) -> (B,)."""
-    axes = tf.range(1, tf.rank(values))
-    total = tf.reduce_sum(values * weight, axis=axes)
-    count = tf.reduce_sum(weight, axis=axes)
-    return total / tf.maximum(count, 1.0)
+    axes = tuple(range(1, len(values.shape)))
+    total = ops.sum(values * weight, axis=axes)
+    count = ops.sum(weight, axis=axes)
+    return total / ops.maximum(count, 1.0)
 
 
-def sigmoid_ce_per_image(logits: tf.Tensor, labels: tf.Tensor, weight: tf.Tensor,
-                         name: str = "heatmap") -> tf.Tensor:
+def _sigmoid_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Elementwise ``max(x, 0) - x*z + log(1 + exp(-|x|))`` (TensorFlow's stable formula)."""
+    positive = logits >= 0
+    relu = ops.where(positive, logits, ops.zeros_like(logits))
+    neg_abs = ops.where(positive, -logits, logits)
+    return relu - logits * labels + ops.log1p(ops.exp(neg_abs))
+
+
+def sigmoid_ce_per_image(logits: Tensor, labels: Tensor, weight: Tensor,
+                         name: str = "heatmap") -> Tensor:
     """Weighted mean sigmoid cross-entropy of each image, shape (B,), float32."""
     logits, labels, weight = _f32(logits), _f32(labels), _f32(weight)
     _check_shapes(name, logits, labels, weight, pairs=False)
-    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-    return _per_image_mean(ce, weight)
+    return _per_image_mean(_sigmoid_ce(logits, labels), weight)
 
 
-def offset_l1_per_image(pred: tf.Tensor, target: tf.Tensor, weight: tf.Tensor,
-                        radius: float, name: str = "short") -> tf.Tensor:
+def offset_l1_per_image(pred: Tensor, target: Tensor, weight: Tensor,
+                        radius: float, name: str = "short") -> Tensor:
     """Weighted mean of ``(|dx| + |dy|) / radius`` over channel pairs of each image, shape (B,).
 
     ``pred`` and ``target`` are ``(B, h, w, 2C)``; ``weight`` is ``(B, h, w, C)`` and its
     channel ``c`` weighs channel pair ``(2c, 2c+1)``.
     """
     pred, target, weight = _f32(pred), _f32(target), _f32(weight)
-    if pred.shape.rank and pred.shape[-1] is not None and pred.shape[-1] % 2:
-        raise ValueError(f"loss {name!r}: offset maps need an even channel count, got {pred.shape[-1]}")
+    shape = _static_shape(pred)
+    if shape and shape[-1] is not None and shape[-1] % 2:
+        raise ValueError(f"loss {name!r}: offset maps need an even channel count, got {shape[-1]}")
     _check_shapes(name, pred, target, weight, pairs=True)
-    diff = tf.abs(pred - target)
-    shape = tf.shape(diff)
-    pairs = tf.reshape(diff, tf.concat([shape[:-1], [shape[-1] // 2, 2]], axis=0))
-    l1 = tf.reduce_sum(pairs, axis=-1) / tf.constant(radius, tf.float32)
+    diff = ops.abs(pred - target)
+    l1 = (diff[..., 0::2] + diff[..., 1::2]) / radius
     return _per_image_mean(l1, weight)
 
 
@@ -121,8 +152,8 @@ class StrongPoseLoss:
         return cls(heatmap=l.heatmap, body=l.body, short=l.short, mid=l.mid, long=l.long,
                    intermediate=l.intermediate, disk_radius=cfg.codec.disk_radius)
 
-    def per_image(self, targets: Mapping[str, tf.Tensor],
-                  outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def per_image(self, targets: Mapping[str, Tensor],
+                  outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each term's per-image value, shape (B,) float32 (unweighted, before batch sum)."""
         t, o = _require(targets, outputs)
         r = self.disk_radius
@@ -141,8 +172,8 @@ class StrongPoseLoss:
                 o["inter_short"], t["short"], t["short_weight"], r, "inter_short")
         return out
 
-    def __call__(self, targets: Mapping[str, tf.Tensor], outputs: Mapping[str, tf.Tensor],
-                 global_batch_size: int | tf.Tensor) -> dict[str, tf.Tensor]:
+    def __call__(self, targets: Mapping[str, Tensor], outputs: Mapping[str, Tensor],
+                 global_batch_size: int | Tensor) -> dict[str, Tensor]:
         """Per-term losses (unweighted) and their weighted ``total``, float32 scalars.
 
         Each is the sum over this batch (or replica shard) of per-image losses divided by
@@ -152,9 +183,13 @@ class StrongPoseLoss:
                 isinstance(global_batch_size, bool) or global_batch_size < 1
                 or int(global_batch_size) != global_batch_size):
             raise ValueError(f"global_batch_size must be a positive integer, got {global_batch_size!r}")
-        denom = tf.cast(global_batch_size, tf.float32)
-        losses = {k: tf.reduce_sum(v) / denom for k, v in self.per_image(targets, outputs).items()}
-        losses["total"] = tf.add_n([self.weights[k] * v for k, v in losses.items()])
+        denom = ops.cast(global_batch_size, "float32")
+        losses = {k: ops.sum(v) / denom for k, v in self.per_image(targets, outputs).items()}
+        weighted = [self.weights[k] * v for k, v in losses.items()]
+        total = weighted[0]
+        for v in weighted[1:]:
+            total = total + v
+        losses["total"] = total
         return losses
 
 
@@ -163,7 +198,7 @@ _TARGET_KEYS = ("heatmap", "heatmap_weight", "short", "short_weight", "mid", "mi
 _OUTPUT_KEYS = ("heatmap_logits", "short", "mid", "long", "body_logits")
 
 
-def _require(targets: Mapping[str, tf.Tensor], outputs: Mapping[str, tf.Tensor]):
+def _require(targets: Mapping[str, Tensor], outputs: Mapping[str, Tensor]):
     """Check the dicts carry every key the losses read; raise a KeyError listing the missing."""
     for what, d, keys in (("targets", targets, _TARGET_KEYS), ("outputs", outputs, _OUTPUT_KEYS)):
         missing = [k for k in keys if k not in d]

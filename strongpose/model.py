@@ -29,14 +29,18 @@ Refinement (bilinear sampling, :func:`bilinear_sample`), with ``p`` a cell's poi
 A sampled point off the map is clamped to the map's border (the nearest border cell's
 value, interpolated along the border), so refinement never reads outside the map or
 produces NaNs. Gradients flow through the sampled values and the sample positions.
+
+Everything here is written with ``keras.ops`` and Keras layers, so the network builds and
+runs on any Keras 3 backend (TensorFlow, JAX); only the TensorFlow backend adds a
+run-time size check for inputs traced with unknown height or width.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from strongpose import resnet_v2
 from strongpose.config import Config
@@ -45,17 +49,19 @@ PACKAGE = "strongpose"
 OUTPUT_KEYS: tuple[str, ...] = ("heatmap_logits", "short", "mid", "long", "body_logits")
 INTERMEDIATE_KEYS: tuple[str, ...] = ("inter_heatmap_logits", "inter_short")
 
+Tensor = Any  # a backend tensor (tf.Tensor, jax.Array, ...) or array-like
+
 
 # ----------------------------------------------------------------------- sampling
-def cell_points(height: tf.Tensor, width: tf.Tensor, stride: float) -> tf.Tensor:
+def cell_points(height: int | Tensor, width: int | Tensor, stride: float) -> Tensor:
     """Input-image points ``(x, y) = (s*j, s*i)`` of an ``(h, w)`` map: shape (h, w, 2), float32."""
-    xs = tf.range(tf.cast(width, tf.float32)) * stride
-    ys = tf.range(tf.cast(height, tf.float32)) * stride
-    gx, gy = tf.meshgrid(xs, ys)
-    return tf.stack([gx, gy], axis=-1)
+    xs = ops.cast(ops.arange(width), "float32") * stride
+    ys = ops.cast(ops.arange(height), "float32") * stride
+    gx, gy = ops.meshgrid(xs, ys)
+    return ops.stack([gx, gy], axis=-1)
 
 
-def bilinear_sample(field: tf.Tensor, points: tf.Tensor, stride: float) -> tf.Tensor:
+def bilinear_sample(field: Tensor, points: Tensor, stride: float) -> Tensor:
     """Sample item ``n`` of a field at point ``n`` of every cell, bilinearly.
 
     Args:
@@ -69,66 +75,69 @@ def bilinear_sample(field: tf.Tensor, points: tf.Tensor, stride: float) -> tf.Te
         ``(B, h, w, N, C)``: ``out[b, i, j, n] = field[b, :, :, n]`` interpolated at
         ``points[b, i, j, n]``.
     """
-    field = tf.convert_to_tensor(field)
-    points = tf.cast(points, field.dtype)
-    shape = tf.shape(field)
-    b, h, w, n, c = shape[0], shape[1], shape[2], shape[3], shape[4]
-    x = tf.clip_by_value(points[..., 0] / stride, 0.0, tf.cast(w - 1, field.dtype))
-    y = tf.clip_by_value(points[..., 1] / stride, 0.0, tf.cast(h - 1, field.dtype))
-    x0f, y0f = tf.floor(x), tf.floor(y)
-    fx, fy = (x - x0f)[..., None], (y - y0f)[..., None]
-    x0, y0 = tf.cast(x0f, tf.int32), tf.cast(y0f, tf.int32)
-    x1, y1 = tf.minimum(x0 + 1, w - 1), tf.minimum(y0 + 1, h - 1)
-    flat = tf.reshape(field, tf.stack([b, h * w * n, c]))
-    item = tf.range(n)
+    field = ops.convert_to_tensor(field)
+    dtype = field.dtype
+    points = ops.cast(points, dtype)
+    b, h, w, n, c = ops.shape(field)
+    x = ops.clip(points[..., 0] / stride, 0.0, ops.cast(w - 1, dtype))
+    y = ops.clip(points[..., 1] / stride, 0.0, ops.cast(h - 1, dtype))
+    x0f, y0f = ops.floor(x), ops.floor(y)
+    fx, fy = ops.expand_dims(x - x0f, -1), ops.expand_dims(y - y0f, -1)
+    x0, y0 = ops.cast(x0f, "int32"), ops.cast(y0f, "int32")
+    x1, y1 = ops.minimum(x0 + 1, w - 1), ops.minimum(y0 + 1, h - 1)
+    # One flat row per (image, cell, item): row = ((b*h + y)*w + x)*n + item.
+    flat = ops.reshape(field, (-1, c))
+    base = ops.reshape(ops.arange(b, dtype="int32") * (h * w * n), (-1, 1, 1, 1))
+    item = ops.arange(n, dtype="int32")
 
-    def gather(yy: tf.Tensor, xx: tf.Tensor) -> tf.Tensor:
-        idx = tf.reshape((yy * w + xx) * n + item, tf.stack([b, -1]))
-        return tf.reshape(tf.gather(flat, idx, batch_dims=1), shape)
+    def gather(yy: Tensor, xx: Tensor) -> Tensor:
+        return ops.take(flat, base + (yy * w + xx) * n + item, axis=0)
 
     top = gather(y0, x0) * (1 - fx) + gather(y0, x1) * fx
     bottom = gather(y1, x0) * (1 - fx) + gather(y1, x1) * fx
     return top * (1 - fy) + bottom * fy
 
 
-def _pairs(t: tf.Tensor) -> tf.Tensor:
+def _pairs(t: Tensor) -> Tensor:
     """(B, h, w, 2N) -> (B, h, w, N, 2)."""
-    s = tf.shape(t)
-    return tf.reshape(t, tf.concat([s[:3], [s[3] // 2, 2]], axis=0))
+    b, h, w, c = ops.shape(t)
+    return ops.reshape(t, (b, h, w, c // 2, 2))
 
 
-def _flat(t: tf.Tensor) -> tf.Tensor:
+def _flat(t: Tensor) -> Tensor:
     """(B, h, w, N, 2) -> (B, h, w, 2N)."""
-    s = tf.shape(t)
-    return tf.reshape(t, tf.concat([s[:3], [s[3] * 2]], axis=0))
+    b, h, w, n, _ = ops.shape(t)
+    return ops.reshape(t, (b, h, w, n * 2))
 
 
-def refine_mid(mid: tf.Tensor, short: tf.Tensor, directed_edges: Sequence[tuple[int, int]],
-               stride: float, steps: int) -> tf.Tensor:
+def refine_mid(mid: Tensor, short: Tensor, directed_edges: Sequence[tuple[int, int]],
+               stride: float, steps: int) -> Tensor:
     """``M_e(p) <- M_e(p) + S_b(p + M_e(p))`` for each directed edge ``e = (a, b)``, ``steps`` times.
 
     ``mid`` is ``(B, h, w, 4E)`` and ``short`` ``(B, h, w, 2K)``, both in input pixels.
     """
     if steps <= 0:
         return mid
-    m, s = _pairs(mid), _pairs(short)
-    targets = tf.constant([b for _, b in directed_edges], tf.int32)
-    s_b = tf.gather(s, targets, axis=3)
-    grid = cell_points(tf.shape(mid)[1], tf.shape(mid)[2], stride)[:, :, None, :]
+    m, s = _pairs(ops.convert_to_tensor(mid)), _pairs(ops.convert_to_tensor(short))
+    targets = ops.convert_to_tensor([b for _, b in directed_edges], "int32")
+    s_b = ops.take(s, targets, axis=3)
+    _, h, w, _, _ = ops.shape(m)
+    grid = ops.expand_dims(cell_points(h, w, stride), 2)
     for _ in range(steps):
         m = m + bilinear_sample(s_b, grid + m, stride)
     return _flat(m)
 
 
-def refine_long(long: tf.Tensor, short: tf.Tensor, stride: float, steps: int) -> tf.Tensor:
+def refine_long(long: Tensor, short: Tensor, stride: float, steps: int) -> Tensor:
     """``L <- L + L(p + L)`` then ``L <- L + S(p + L)`` per keypoint, ``steps`` times.
 
     ``long`` and ``short`` are ``(B, h, w, 2K)`` in input pixels.
     """
     if steps <= 0:
         return long
-    l, s = _pairs(long), _pairs(short)
-    grid = cell_points(tf.shape(long)[1], tf.shape(long)[2], stride)[:, :, None, :]
+    l, s = _pairs(ops.convert_to_tensor(long)), _pairs(ops.convert_to_tensor(short))
+    _, h, w, _, _ = ops.shape(l)
+    grid = ops.expand_dims(cell_points(h, w, stride), 2)
     for _ in range(steps):
         l = l + bilinear_sample(l, grid + l, stride)
         l = l + bilinear_sample(s, grid + l, stride)
@@ -156,7 +165,7 @@ class OffsetRefinement(keras.layers.Layer):
         self.long_refine_steps = int(long_refine_steps)
 
     def call(self, inputs):
-        short, mid, long = (tf.cast(t, tf.float32) * self.offset_scale for t in inputs)
+        short, mid, long = (ops.cast(t, "float32") * self.offset_scale for t in inputs)
         mid = refine_mid(mid, short, self.directed_edges, self.output_stride, self.mid_refine_steps)
         long = refine_long(long, short, self.output_stride, self.long_refine_steps)
         return [short, mid, long]
@@ -183,7 +192,7 @@ class ScaleToFloat32(keras.layers.Layer):
         self.scale = float(scale)
 
     def call(self, x):
-        x = tf.cast(x, tf.float32)
+        x = ops.cast(x, "float32")
         return x * self.scale if self.scale != 1.0 else x
 
     def compute_output_shape(self, input_shape):
@@ -195,13 +204,26 @@ class ScaleToFloat32(keras.layers.Layer):
         return config
 
 
+def _assert_size_at_run_time(images: Tensor, s: int) -> Tensor:
+    """TensorFlow only: ``images`` once its dynamic height and width are checked to be ``s*n + 1``."""
+    import tensorflow as tf  # only reached on the TensorFlow backend
+
+    hw = tf.shape(images)[1:3]
+    check = tf.debugging.assert_equal(
+        (hw - 1) % s, tf.zeros_like(hw),
+        message=f"input height and width must be s*n + 1 for output stride {s}")
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Preprocess(keras.layers.Layer):
     """Checks the input size is ``s*n + 1`` and applies :func:`strongpose.resnet_v2.preprocess`.
 
     Runs in float32 (0..255 inputs); the next layer casts to the policy's compute dtype.
-    A size that is not ``s*n + 1`` raises (ValueError for static shapes, an
-    InvalidArgumentError at run time otherwise).
+    A size that is not ``s*n + 1`` raises (ValueError for static shapes, as always on
+    JAX and PyTorch; on TensorFlow an InvalidArgumentError at run time for a traced
+    dynamic size).
     """
 
     def __init__(self, output_stride: int = 8, **kwargs) -> None:
@@ -215,12 +237,10 @@ class Preprocess(keras.layers.Layer):
             if size is not None and (size <= s or (size - 1) % s):
                 raise ValueError(f"input {'height' if axis == 1 else 'width'} {size} is not "
                                  f"s*n + 1 for output stride {s} (e.g. {8 * s + 1})")
-        hw = tf.shape(images)[1:3]
-        check = tf.debugging.assert_equal(
-            (hw - 1) % s, tf.zeros_like(hw),
-            message=f"input height and width must be s*n + 1 for output stride {s}")
-        with tf.control_dependencies([check]):
-            return resnet_v2.preprocess(tf.cast(images, tf.float32))
+        images = ops.cast(images, "float32")
+        if keras.backend.backend() == "tensorflow" and None in tuple(images.shape[1:3]):
+            images = _assert_size_at_run_time(images, s)
+        return resnet_v2.preprocess(images)
 
     def compute_output_shape(self, input_shape):
         return input_shape

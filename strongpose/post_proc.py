@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from strongpose.config import Config
 
 MAP_KEYS: tuple[str, ...] = ("heatmap", "short", "mid", "long", "body")
+# Weight of a long-range vote that cannot be checked (it lands off the body), relative to
+# a checked one: it only decides where no checked vote exists.
+_UNCHECKED_VOTE = 0.5
 
 
 @dataclass
@@ -242,7 +245,8 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     snapped by the short offsets and scored on the strong map; the walked position votes
     too. A vote is checked the other way: where the body is, the long-range offset of the
     voted point must lead back (snapped) to within ``radius`` of the source, else the vote
-    belongs to someone else and is dropped. Votes weigh their score times the body
+    belongs to someone else and is dropped; off the body it cannot be checked and counts
+    ``_UNCHECKED_VOTE``. Votes weigh their score times the body
     probability at the source. The vote with the most weight within ``radius`` wins; the
     keypoint is found if it scores ``>= threshold``; missing ones sit at the winning vote.
     """
@@ -259,7 +263,8 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     back, body_vote = _long_range(maps, votes, src, stride)
     back = _snap(maps["short"], votes + back, src, stride, snap_steps)
     agrees = ((back - ys) ** 2).sum(-1) <= radius * radius
-    weight = vscore * np.minimum(body_src, 1.0) * ((body_vote < body_threshold) | agrees)
+    check = np.where(agrees, 1.0, np.where(body_vote < body_threshold, _UNCHECKED_VOTE, 0.0))
+    weight = vscore * np.minimum(body_src, 1.0) * check
     # Dense (P, K_target, K_slot): slot = voting keypoint; slot = target holds the walked one.
     est = np.zeros((p, k, k, 2), np.float32)
     sc = np.zeros((p, k, k), np.float32)

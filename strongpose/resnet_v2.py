@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import keras
-import tensorflow as tf
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 from strongpose.config import BACKBONES
 
@@ -189,9 +189,17 @@ def build_backbone(depth: str, output_stride: int = 8,
     return keras.Model(image, {"features": x, "mid_features": mid}, name=name)
 
 
-def preprocess(images: tf.Tensor) -> tf.Tensor:
-    """Pixel values in [0, 255] (uint8 or float) -> float32 in [-1, 1] (``x / 127.5 - 1``)."""
-    images = tf.convert_to_tensor(images)
-    if not (images.dtype.is_integer or images.dtype.is_floating):
-        raise TypeError(f"preprocess expects integer or float pixels, got {images.dtype.name}")
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
+def preprocess(images):
+    """Pixel values in [0, 255] (uint8 or float) -> float32 in [-1, 1] (``x / 127.5 - 1``).
+
+    Any Keras backend's tensor or an array-like; returns the backend's tensor.
+    """
+    if not hasattr(images, "dtype"):
+        images = np.asarray(images)
+    try:
+        dtype = keras.backend.standardize_dtype(images.dtype)
+    except ValueError:  # e.g. NumPy strings or objects
+        dtype = str(images.dtype)
+    if not ("int" in dtype or "float" in dtype):
+        raise TypeError(f"preprocess expects integer or float pixels, got {dtype}")
+    return ops.cast(images, "float32") / 127.5 - 1.0
