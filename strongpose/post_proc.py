@@ -30,11 +30,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 import cv2
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from strongpose.config import DecoderConfig
 from strongpose.geometry import ImageTransform
@@ -81,7 +83,12 @@ def _bilinear(arr: np.ndarray, xy: np.ndarray, channels: np.ndarray, stride: flo
     v = arr.reshape(-1).take(idx)                                          # (M, 4, c)
     gx, gy = 1.0 - fx, 1.0 - fy
     wts = np.stack([gx * gy, fx * gy, gx * fy, fx * fy], axis=1)          # (M, 4)
-    return (v * wts[:, :, None]).sum(axis=1)
+    return np.einsum("mkc,mk->mc", v, wts)
+
+
+def _sqnorm(d: np.ndarray) -> np.ndarray:
+    """Squared length over the last axis (einsum: much faster than ``(d**2).sum(-1)``)."""
+    return np.einsum("...i,...i->...", d, d)
 
 
 def _pair_channels(types: np.ndarray) -> np.ndarray:
@@ -119,13 +126,13 @@ def hough_vote(heatmap: np.ndarray, short: np.ndarray, stride: int,
     x0 = x0.astype(np.int64)
     y0 = y0.astype(np.int64)
     weight = flat_heat[idx]
-    out = np.zeros(h * w * k, np.float64)
-    for ddy, wy in ((0, 1.0 - fy), (1, fy)):
-        for ddx, wx in ((0, 1.0 - fx), (1, fx)):
-            xs, ys = x0 + ddx, y0 + ddy
-            ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-            target = ((ys * w + xs) * k + kk)[ok]
-            out += np.bincount(target, (weight * wx * wy)[ok], minlength=h * w * k)
+    gx, gy = 1.0 - fx, 1.0 - fy
+    xs = np.concatenate([x0, x0 + 1, x0, x0 + 1])
+    ys = np.concatenate([y0, y0, y0 + 1, y0 + 1])
+    wts = np.concatenate([gx * gy, fx * gy, gx * fy, fx * fy]) * np.tile(weight, 4)
+    ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    target = (ys * w + xs) * k + np.tile(kk, 4)
+    out = np.bincount(target[ok], wts[ok], minlength=h * w * k)
     area = math.pi * (disk_radius / stride) ** 2
     return (out / area).astype(np.float32).reshape(h, w, k)
 
@@ -166,13 +173,15 @@ def _edge_arrays(skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class _Walks:
     """Per candidate: keypoint positions (N, K, 2), scores (N, K), found (N, K), seed
-    types (N,), and the directed edges already walked (N, 2E)."""
+    types (N,), the directed edges already walked (N, 2E), and whether the candidate is
+    walked in full (N,)."""
 
     xy: np.ndarray
     score: np.ndarray
     found: np.ndarray
     seed: np.ndarray
     tried: np.ndarray
+    active: np.ndarray
 
 
 def _snap(short: np.ndarray, xy: np.ndarray, types: np.ndarray, stride: int, steps: int) -> np.ndarray:
@@ -185,7 +194,7 @@ def _snap(short: np.ndarray, xy: np.ndarray, types: np.ndarray, stride: int, ste
 
 def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
                skeleton: Skeleton, *, stride: int, snap_steps: int, threshold: float,
-               radius: float) -> None:
+               radius: float, max_steps: int = -1) -> None:
     """Breadth-first walk from found keypoints into missing ones, every candidate at once.
 
     Each step takes every directed edge (a, b) not tried yet with a found and b missing:
@@ -194,15 +203,18 @@ def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Wa
     snapped, lands within ``radius`` of y_a (else y_b is someone else's keypoint: their
     mid-range offsets lead to their own a). The best try wins when several edges reach b
     in one step. Only found keypoints are walked from, so a missing
-    keypoint passes no garbage on. Updates ``walks`` in place; the loop runs once per
-    tree level.
+    keypoint passes no garbage on. Only ``walks.active`` candidates move. Updates
+    ``walks`` in place; the loop runs once per tree level (at most ``max_steps`` times if
+    that is >= 0).
     """
     ea, eb = _edge_arrays(skeleton)
     num_e = skeleton.num_edges
     k = skeleton.num_keypoints
     mid, short = maps["mid"], maps["short"]
-    while True:
-        n, e = np.nonzero(walks.found[:, ea] & ~walks.found[:, eb] & ~walks.tried)
+    while max_steps != 0:
+        max_steps -= 1
+        todo = walks.found[:, ea] & ~walks.found[:, eb] & ~walks.tried & walks.active[:, None]
+        n, e = np.nonzero(todo)
         if n.size == 0:
             return
         walks.tried[n, e] = True
@@ -212,7 +224,7 @@ def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Wa
         sc = _bilinear(score_map, yb, b[:, None], stride)[:, 0]
         rev = np.where(e < num_e, e + num_e, e - num_e)
         back = _snap(short, yb + _bilinear(mid, yb, _pair_channels(rev), stride), a, stride, snap_steps)
-        sc = np.where(((back - ya) ** 2).sum(-1) <= radius * radius, sc, 0.0)
+        sc = np.where(_sqnorm(back - ya) <= radius * radius, sc, 0.0)
         key = n * k + b
         order = np.lexsort((sc, key))
         last = order[np.r_[key[order][1:] != key[order][:-1], True]]
@@ -262,7 +274,7 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     vscore = _bilinear(score_map, votes, tgt[:, None], stride)[:, 0]
     back, body_vote = _long_range(maps, votes, src, stride)
     back = _snap(maps["short"], votes + back, src, stride, snap_steps)
-    agrees = ((back - ys) ** 2).sum(-1) <= radius * radius
+    agrees = _sqnorm(back - ys) <= radius * radius
     check = np.where(agrees, 1.0, np.where(body_vote < body_threshold, _UNCHECKED_VOTE, 0.0))
     weight = vscore * np.minimum(body_src, 1.0) * check
     # Dense (P, K_target, K_slot): slot = voting keypoint; slot = target holds the walked one.
@@ -296,22 +308,57 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
 def walk_candidates(maps: Mapping[str, np.ndarray], score_map: np.ndarray, xy: np.ndarray,
                     types: np.ndarray, scores: np.ndarray, *, skeleton: Skeleton, stride: int,
                     cfg: DecoderConfig) -> _Walks:
-    """Walk the tree from every candidate at once (the mid-range walk, no long-range)."""
+    """Walk the tree from the candidates (the mid-range walk, no long-range).
+
+    Every candidate first takes one step to its tree neighbours; a neighbour found within
+    ``nms_radius`` of another candidate of that type links the two (one person). Only the
+    best candidate of each linked group is walked in full: the others are its keypoints,
+    which its walk reaches by the same edges, so the greedy seeding would drop them
+    anyway (:func:`_greedy_seeds` walks any that it does reach).
+    """
     n, k = types.size, skeleton.num_keypoints
     rows = np.arange(n)
     walks = _Walks(xy=np.repeat(xy[:, None, :], k, axis=1).astype(np.float32),
                    score=np.zeros((n, k), np.float32), found=np.zeros((n, k), bool), seed=types,
-                   tried=np.zeros((n, 2 * skeleton.num_edges), bool))
+                   tried=np.zeros((n, 2 * skeleton.num_edges), bool), active=np.ones(n, bool))
     walks.score[rows, types] = scores
     walks.found[rows, types] = True
-    _walk_tree(maps, score_map, walks, skeleton, stride=stride, snap_steps=cfg.snap_steps,
-               threshold=cfg.peak_threshold, radius=cfg.nms_radius)
+    kw = dict(stride=stride, snap_steps=cfg.snap_steps, threshold=cfg.peak_threshold,
+              radius=cfg.nms_radius)
+    _walk_tree(maps, score_map, walks, skeleton, max_steps=1, **kw)
+    walks.active[:] = _group_leaders(walks, xy, types, cfg.nms_radius)
+    _walk_tree(maps, score_map, walks, skeleton, **kw)
     return walks
 
 
-def _greedy_seeds(walks: _Walks, xy: np.ndarray, types: np.ndarray, nms_radius: float) -> np.ndarray:
+def _group_leaders(walks: _Walks, xy: np.ndarray, types: np.ndarray, radius: float) -> np.ndarray:
+    """Mask of the best candidate (lowest index) of each group of linked candidates."""
+    n = types.size
+    a, b = np.nonzero(walks.found & (np.arange(walks.found.shape[1])[None, :] != types[:, None]))
+    # Compare each reached point with the candidates of its type only: candidates sorted
+    # by type, each point against its type's block (padded to the longest block).
+    order = np.argsort(types, kind="stable")
+    count = np.bincount(types, minlength=walks.found.shape[1])
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    width = int(count.max()) if n else 0
+    slot = np.arange(width)
+    cand = order[np.minimum(start[b][:, None] + slot, n - 1)]                    # (pairs, width)
+    d2 = _sqnorm(walks.xy[a, b][:, None, :] - xy[cand])
+    pa, ps = np.nonzero((slot < count[b][:, None]) & (d2 <= radius * radius))
+    graph = coo_matrix((np.ones(pa.size, np.int8), (a[pa], cand[pa, ps])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    first = np.full(label.max() + 1 if n else 0, n, np.int64)
+    np.minimum.at(first, label, np.arange(n))
+    leader = np.zeros(n, bool)
+    leader[first] = True
+    return leader
+
+
+def _greedy_seeds(walks: _Walks, xy: np.ndarray, types: np.ndarray, nms_radius: float,
+                  walk: Callable[[], None]) -> np.ndarray:
     """Candidates best first; one is kept unless a kept person has a found keypoint of its
-    type within ``nms_radius`` of it. Loops once per kept person."""
+    type within ``nms_radius`` of it. A kept candidate not yet walked in full is walked
+    (``walk`` continues the active walks). Loops once per kept person."""
     alive = np.ones(types.size, bool)
     kept: list[int] = []
     r2 = nms_radius * nms_radius
@@ -321,8 +368,11 @@ def _greedy_seeds(walks: _Walks, xy: np.ndarray, types: np.ndarray, nms_radius: 
         if rest.size == 0:
             break
         c = start + int(rest[0])
+        if not walks.active[c]:
+            walks.active[c] = True
+            walk()
         kept.append(c)
-        d2 = ((walks.xy[c, types] - xy) ** 2).sum(axis=1)
+        d2 = _sqnorm(walks.xy[c, types] - xy)
         alive &= ~(walks.found[c, types] & (d2 <= r2))
         alive[c] = False
         start = c + 1
@@ -338,7 +388,11 @@ def select_people(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: 
     keypoints it found; seeding is then redone with the completed walks, until no new
     person is kept. Returns the indices of the candidates that seed people.
     """
-    seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius)
+    def walk() -> None:
+        _walk_tree(maps, score_map, walks, skeleton, stride=stride, snap_steps=cfg.snap_steps,
+                   threshold=cfg.peak_threshold, radius=cfg.nms_radius)
+
+    seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius, walk)
     if not cfg.use_long_range:
         return seeds
     done = np.zeros(types.size, bool)
@@ -350,9 +404,8 @@ def select_people(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: 
         _long_range_refine(maps, score_map, walks, rows, stride=stride, snap_steps=cfg.snap_steps,
                            threshold=cfg.peak_threshold, radius=cfg.nms_radius,
                            body_threshold=cfg.body_threshold)
-        _walk_tree(maps, score_map, walks, skeleton, stride=stride, snap_steps=cfg.snap_steps,
-                   threshold=cfg.peak_threshold, radius=cfg.nms_radius)
-        seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius)
+        walk()
+        seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius, walk)
 
 
 def soft_nms_scores(xy: np.ndarray, scores: np.ndarray, nms_radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +418,7 @@ def soft_nms_scores(xy: np.ndarray, scores: np.ndarray, nms_radius: float) -> tu
     p, k = scores.shape
     order = np.argsort(-scores.sum(axis=1), kind="stable")
     xy, sc = xy[order], scores[order]
-    d2 = ((xy[:, None] - xy[None]) ** 2).sum(-1)                         # (P, P, K)
+    d2 = _sqnorm(xy[:, None] - xy[None])                       # (P, P, K)
     close = (d2 <= nms_radius * nms_radius) & (sc[:, None] > 0) & np.tri(p, k=-1, dtype=bool).T[:, :, None]
     suppressed = close.any(axis=0)                                       # by a better person
     out = np.empty(p, np.float64)
@@ -426,8 +479,9 @@ def _to_original_affine(stride: int, t: ImageTransform) -> np.ndarray:
 
 def upsample_masks(labels: np.ndarray, body: np.ndarray, num_people: int, *, stride: int,
                    transform: ImageTransform, size: tuple[int, int],
-                   body_threshold: float) -> list[np.ndarray]:
-    """Per-person bool masks (H, W) in original pixels from the map-resolution labels.
+                   body_threshold: float) -> tuple[list[np.ndarray], list[Optional[tuple[int, int, int, int]]]]:
+    """Per-person bool masks (H, W) in original pixels from the map-resolution labels,
+    and each mask's extent ``(x0, y0, x1, y1)`` (inclusive; None when empty).
 
     Body probability is upsampled bilinearly and thresholded; the person label comes from
     the nearest map cell (labels grown by one cell so body edges keep their owner).
@@ -441,9 +495,10 @@ def upsample_masks(labels: np.ndarray, body: np.ndarray, num_people: int, *, str
     lab_up = cv2.warpAffine(grown, m, (width, height), flags=cv2.INTER_NEAREST | flags,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
     inside = body_up >= body_threshold
-    masks = []
+    masks, extents = [], []
     for j in range(num_people):
         mask = np.zeros((height, width), bool)
+        extent = None
         ii, jj = np.nonzero(grown == j)
         if ii.size:
             x0, y0 = transform.to_original(np.array([jj.min() - 1, ii.min() - 1], np.float32) * stride)
@@ -451,26 +506,26 @@ def upsample_masks(labels: np.ndarray, body: np.ndarray, num_people: int, *, str
             c0, r0 = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
             c1, r1 = min(int(math.ceil(x1)) + 1, width), min(int(math.ceil(y1)) + 1, height)
             if c1 > c0 and r1 > r0:
-                mask[r0:r1, c0:c1] = inside[r0:r1, c0:c1] & (lab_up[r0:r1, c0:c1] == j)
+                crop = inside[r0:r1, c0:c1] & (lab_up[r0:r1, c0:c1] == j)
+                mask[r0:r1, c0:c1] = crop
+                rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+                if rows.size:
+                    extent = (c0 + cols[0], r0 + rows[0], c0 + cols[-1], r0 + rows[-1])
         masks.append(mask)
-    return masks
+        extents.append(extent)
+    return masks, extents
 
 
-def _box(mask: Optional[np.ndarray], kps: np.ndarray) -> tuple[float, float, float, float]:
-    """Box (x, y, w, h) around the mask and the keypoints with score > 0."""
+def _box(extent: Optional[tuple[int, int, int, int]], kps: np.ndarray) -> tuple[float, float, float, float]:
+    """Box (x, y, w, h) around a mask extent (x0, y0, x1, y1) and the keypoints with score > 0."""
     pts = kps[kps[:, 2] > 0, :2]
-    xs, ys = list(pts[:, 0]), list(pts[:, 1])
-    if mask is not None:
-        rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-        if rows.any():
-            r = np.flatnonzero(rows)
-            c = np.flatnonzero(cols)
-            xs += [c[0], c[-1]]
-            ys += [r[0], r[-1]]
-    if not xs:
+    if pts.shape[0] == 0:
         pts = kps[:, :2]
-        xs, ys = list(pts[:, 0]), list(pts[:, 1])
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    if extent is not None:
+        x0, y0 = min(x0, extent[0]), min(y0, extent[1])
+        x1, y1 = max(x1, extent[2]), max(y1, extent[3])
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
@@ -533,11 +588,12 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
     keep = keep[np.argsort(-person_score[keep], kind="stable")][: cfg.max_people]
     pxy, found, pscore, person_score = pxy[keep], found[keep], pscore[keep], person_score[keep]
     masks: list[Optional[np.ndarray]] = [None] * keep.size
+    extents: list[Optional[tuple[int, int, int, int]]] = [None] * keep.size
     if cfg.instance_masks and keep.size:
         labels = assign_body_cells(m["body"], m["long"], pxy, found, stride=stride,
                                    body_threshold=cfg.body_threshold,
                                    mask_threshold=cfg.mask_threshold, min_scale=disk_radius)
-        masks = upsample_masks(labels, m["body"], keep.size, stride=stride, transform=transform,
+        masks, extents = upsample_masks(labels, m["body"], keep.size, stride=stride, transform=transform,
                                size=_original_size(transform, m["heatmap"].shape, stride),
                                body_threshold=cfg.body_threshold)
     orig = transform.to_original(pxy)
@@ -545,7 +601,7 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
     for j in range(keep.size):
         kps = np.concatenate([orig[j], pscore[j][:, None]], axis=1).astype(np.float32)
         people.append(Person(keypoints=kps, score=float(person_score[j]),
-                             box=_box(masks[j], kps), mask=masks[j]))
+                             box=_box(extents[j], kps), mask=masks[j]))
     return people
 
 
