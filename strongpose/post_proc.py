@@ -487,33 +487,53 @@ def upsample_masks(labels: np.ndarray, body: np.ndarray, num_people: int, *, str
     the nearest map cell (labels grown by one cell so body edges keep their owner).
     """
     height, width = size
+    grown = _grow_labels(labels)
+    masks = [np.zeros((height, width), bool) for _ in range(num_people)]
+    extents: list[Optional[tuple[int, int, int, int]]] = [None] * num_people
+    ii, jj = np.nonzero(grown >= 0)
+    if ii.size == 0:
+        return masks, extents
+    # Upsample only the region the labelled cells cover (plus one cell).
+    c0, r0, c1, r1 = _cells_to_pixels(jj.min(), ii.min(), jj.max(), ii.max(), stride, transform,
+                                      (height, width))
+    if c1 <= c0 or r1 <= r0:
+        return masks, extents
     m = _to_original_affine(stride, transform)
+    m[:, 2] += m[:, :2] @ np.array([c0, r0], np.float64)       # crop origin: pixel (c0, r0)
     flags = cv2.WARP_INVERSE_MAP
-    body_up = cv2.warpAffine(np.ascontiguousarray(body[..., 0], np.float32), m, (width, height),
+    dsize = (c1 - c0, r1 - r0)
+    body_up = cv2.warpAffine(np.ascontiguousarray(body[..., 0], np.float32), m, dsize,
                              flags=cv2.INTER_LINEAR | flags, borderMode=cv2.BORDER_CONSTANT)
-    grown = _grow_labels(labels).astype(np.float32)
-    lab_up = cv2.warpAffine(grown, m, (width, height), flags=cv2.INTER_NEAREST | flags,
+    lab_up = cv2.warpAffine(grown.astype(np.float32), m, dsize, flags=cv2.INTER_NEAREST | flags,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-    inside = body_up >= body_threshold
-    masks, extents = [], []
+    lab_up[body_up < body_threshold] = -1.0
+    lab_rows = np.flatnonzero((lab_up >= 0).any(axis=1))
     for j in range(num_people):
-        mask = np.zeros((height, width), bool)
-        extent = None
-        ii, jj = np.nonzero(grown == j)
-        if ii.size:
-            x0, y0 = transform.to_original(np.array([jj.min() - 1, ii.min() - 1], np.float32) * stride)
-            x1, y1 = transform.to_original(np.array([jj.max() + 1, ii.max() + 1], np.float32) * stride)
-            c0, r0 = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
-            c1, r1 = min(int(math.ceil(x1)) + 1, width), min(int(math.ceil(y1)) + 1, height)
-            if c1 > c0 and r1 > r0:
-                crop = inside[r0:r1, c0:c1] & (lab_up[r0:r1, c0:c1] == j)
-                mask[r0:r1, c0:c1] = crop
-                rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
-                if rows.size:
-                    extent = (c0 + cols[0], r0 + rows[0], c0 + cols[-1], r0 + rows[-1])
-        masks.append(mask)
-        extents.append(extent)
+        pi, pj = np.nonzero(grown == j)
+        if pi.size == 0:
+            continue
+        x0, y0, x1, y1 = _cells_to_pixels(pj.min(), pi.min(), pj.max(), pi.max(), stride,
+                                          transform, (height, width))
+        x0, y0 = max(x0, c0) - c0, max(y0, r0) - r0
+        x1, y1 = min(x1, c1) - c0, min(y1, r1) - r0
+        if x1 <= x0 or y1 <= y0 or lab_rows.size == 0:
+            continue
+        crop = lab_up[y0:y1, x0:x1] == j
+        rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+        if rows.size:
+            masks[j][r0 + y0:r0 + y1, c0 + x0:c0 + x1] = crop
+            extents[j] = (c0 + x0 + cols[0], r0 + y0 + rows[0], c0 + x0 + cols[-1], r0 + y0 + rows[-1])
     return masks, extents
+
+
+def _cells_to_pixels(j0: int, i0: int, j1: int, i1: int, stride: int, transform: ImageTransform,
+                     size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Original-pixel range ``[c0, c1) x [r0, r1)`` covering map cells j0..j1, i0..i1 plus one cell."""
+    x0, y0 = transform.to_original(np.array([j0 - 1, i0 - 1], np.float32) * stride)
+    x1, y1 = transform.to_original(np.array([j1 + 1, i1 + 1], np.float32) * stride)
+    c0, r0 = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
+    c1, r1 = min(int(math.ceil(x1)) + 1, size[1]), min(int(math.ceil(y1)) + 1, size[0])
+    return c0, r0, c1, r1
 
 
 def _box(extent: Optional[tuple[int, int, int, int]], kps: np.ndarray) -> tuple[float, float, float, float]:
