@@ -10,16 +10,21 @@ Steps (DESIGN.md "Decoding"):
    a peak of 1 (split over at most 2x2 cells when the keypoint is off the grid). Scores are
    read from the 3x3 box sum of that map, so a keypoint anywhere scores about 1.
 2. Candidates: local maxima above ``peak_threshold``, refined by the short offset.
-3. Every candidate is walked (all at once, vectorised over candidates): one sweep of the
-   tree towards the root and back out visits each keypoint from its neighbour on the path
-   to the seed, exactly as a breadth-first walk would: ``y_b = y_a + M_ab(y_a)``, then
-   ``snap_steps`` short-offset snaps. With ``use_long_range``, keypoints the walk missed
-   are looked for at ``y + L_k(y)`` from every found keypoint ``y`` (then snapped), and
-   the walk resumes from the ones found; this keeps a person whose chain is broken by an
-   unlabelled / undetected keypoint in one piece.
-4. Greedy seeding: candidates best first; one seeds a person unless an accepted person
-   already has a keypoint of its type within ``nms_radius``. Walks do not depend on other
-   people, so this equals the sequential PersonLab decoder; the loop runs once per person.
+3. Walks (:func:`walk_candidates`), vectorised over candidates, one step per tree level:
+   along directed edge (a, b), ``y_b = y_a + M_ab(y_a)``, then ``snap_steps`` short-offset
+   snaps; b is found if it scores ``>= peak_threshold`` on the score map and the walk back
+   along (b, a) lands within ``nms_radius`` of y_a (else y_b is someone else's keypoint).
+   Only found keypoints are walked from. Every candidate takes one step; candidates that
+   reach each other are one person, and only the best of each such group walks on (the
+   others would be dropped by its walk in step 4 anyway; any that is not gets walked then).
+4. Greedy seeding (:func:`select_people`): candidates best first; one seeds a person
+   unless a kept person has a found keypoint of its type within ``nms_radius``. Walks do
+   not depend on other people, so this equals the sequential PersonLab decoder; the loop
+   runs once per person. With ``use_long_range`` each kept person is completed: every
+   found keypoint y votes for every other keypoint k at ``y + L_k(y)`` (snapped, scored,
+   checked backwards with ``L`` at the voted point), the best-supported vote wins, and the
+   walk resumes from keypoints found this way. This keeps a person whose chain is broken
+   by an unlabelled / undetected keypoint in one piece; seeding is then redone.
 5. Person score: soft keypoint-NMS (sum of keypoint scores not within ``nms_radius`` of the
    same keypoint of a better person, over K).
 6. Instance masks from long-range embeddings; coordinates back to the original image.

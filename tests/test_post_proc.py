@@ -10,7 +10,7 @@ import pytest
 from strongpose.config import Config, DecoderConfig
 from strongpose.geometry import ImageTransform
 from strongpose.post_proc import Decoder, Person, decode, hough_vote, soft_nms_scores
-from strongpose.skeleton import COCO_SKELETON
+from strongpose.skeleton import COCO_SKELETON, Skeleton
 
 SK = COCO_SKELETON
 K = SK.num_keypoints
@@ -43,13 +43,14 @@ def box_body(kp: np.ndarray, shape: tuple[int, int], margin: float = 12.0) -> np
 
 
 def make_maps(people: list[np.ndarray], shape: tuple[int, int],
-              bodies: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+              bodies: list[np.ndarray] | None = None, skeleton: Skeleton = SK) -> dict[str, np.ndarray]:
     """Exact maps (docs/MAPS.md) of ``people`` (each (K, 3) in input pixels) at STRIDE, R."""
     h, w = shape
+    K = skeleton.num_keypoints
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) * STRIDE
     cell = np.stack([gx, gy], -1)                                          # (h, w, 2)
     maps = {"heatmap": np.zeros((h, w, K), np.float32), "short": np.zeros((h, w, 2 * K), np.float32),
-            "mid": np.zeros((h, w, 4 * SK.num_edges), np.float32),
+            "mid": np.zeros((h, w, 4 * skeleton.num_edges), np.float32),
             "long": np.zeros((h, w, 2 * K), np.float32), "body": np.zeros((h, w, 1), np.float32)}
     if not people:
         return maps
@@ -62,7 +63,7 @@ def make_maps(people: list[np.ndarray], shape: tuple[int, int],
     maps["heatmap"] = disk.astype(np.float32)
     vec = kp[nearest, np.arange(K), :2] - cell[:, :, None]                 # (h, w, K, 2)
     maps["short"] = np.where(disk[..., None], vec, 0).reshape(h, w, 2 * K)
-    for e, (a, b) in enumerate(SK.directed_edges):
+    for e, (a, b) in enumerate(skeleton.directed_edges):
         pj = nearest[..., a]
         ok = disk[..., a] & lab[pj, b]
         maps["mid"][..., 2 * e:2 * e + 2] = np.where(ok[..., None], kp[pj, b, :2] - cell, 0)
@@ -222,3 +223,30 @@ def test_bad_maps_raise_clear_errors():
         run({**maps, "heatmap": maps["heatmap"][None]})
     with pytest.raises(ValueError, match="stride"):
         decode(maps, skeleton=SK, stride=0, disk_radius=R, cfg=cfg())
+
+
+def test_missing_keypoint_does_not_steal_a_neighbours():
+    a = person_at(40, 30, missing=(10,))                  # a's right wrist unlabelled
+    b = person_at(150, 10)
+    b[8, :2], b[10, :2] = (170, 110), (130, 128)          # b's right wrist 20 px from a's right elbow
+    people = run(make_maps([a, b], (41, 41)))
+    assert len(people) == 2
+    pa, pb = match(people, a), match(people, b)
+    assert pa.keypoints[10, 2] == 0                       # not b's wrist: the walk back leads to b's elbow
+    np.testing.assert_allclose(pb.keypoints[10, :2], b[10, :2], atol=0.5)
+    assert pb.score == pytest.approx(pb.keypoints[:, 2].sum() / K, rel=1e-5)
+
+
+def test_custom_skeleton():
+    sk = Skeleton(names=("head", "hip", "foot"), edges=((0, 1), (1, 2)), flip_pairs=(),
+                  sigmas=(0.05, 0.05, 0.05))
+    people = [np.array([[40, 40, 1], [40, 120, 1], [40, 200, 1]], np.float32),
+              np.array([[160, 48, 1], [0, 0, 0], [165, 210, 1]], np.float32)]    # hip missing
+    maps = make_maps(people, (31, 31), skeleton=sk)
+    out = decode(maps, skeleton=sk, stride=STRIDE, disk_radius=R, cfg=cfg())
+    assert len(out) == 2
+    for truth in people:
+        p = match(out, truth)
+        lab = truth[:, 2] > 0
+        np.testing.assert_allclose(p.keypoints[lab, :2], truth[lab, :2], atol=0.5)
+        assert (p.keypoints[lab, 2] > 0.8).all()
