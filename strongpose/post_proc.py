@@ -164,7 +164,11 @@ def find_candidates(strong: np.ndarray, score_map: np.ndarray, short: np.ndarray
     i, j, k, scores = i[order], j[order], k[order], scores[order]
     off = short[i, j][np.arange(k.size)[:, None], _pair_channels(k)]
     xy = np.stack([j * stride, i * stride], axis=1).astype(np.float32) + off
-    return xy, k, scores
+    # Tied peak cells of one keypoint refine to the same point: keep the best of each.
+    key = np.stack([k, np.round(xy[:, 0] * 4), np.round(xy[:, 1] * 4)], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    first.sort()
+    return xy[first], k[first], scores[first]
 
 
 # -------------------------------------------------------------------------- walking
@@ -248,7 +252,8 @@ def _long_range(maps: Mapping[str, np.ndarray], xy: np.ndarray, types: np.ndarra
     long-range offsets mean nothing) do not drag the sample.
     """
     body = maps["body"]
-    num = _bilinear(maps["long"] * body, xy, _pair_channels(types), stride)
+    long_body = maps["long_body"] if "long_body" in maps else maps["long"] * body
+    num = _bilinear(long_body, xy, _pair_channels(types), stride)
     den = _bilinear(body, xy, np.zeros((1,), np.intp), stride)
     return num / np.maximum(den, 1e-6), den[:, 0]
 
@@ -604,6 +609,8 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
     xy, types, scores = find_candidates(strong, score_map, m["short"], stride, cfg.peak_threshold)
     if types.size == 0:
         return []
+    if cfg.use_long_range:
+        m["long_body"] = m["long"] * m["body"]
     walks = walk_candidates(m, score_map, xy, types, scores, skeleton=skeleton, stride=stride, cfg=cfg)
     seeds = select_people(m, score_map, walks, xy, types, skeleton=skeleton, stride=stride, cfg=cfg)
     pxy, found = walks.xy[seeds], walks.found[seeds]
