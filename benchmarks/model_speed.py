@@ -7,7 +7,7 @@
 FLOPs per image are counted from the forward graph (every Conv2D / DepthwiseConv2D /
 MatMul op: 2 * multiply-adds, read off the traced op shapes), so dilation and the heads
 are included exactly. The machine's peak is a large float32 (or float16 / bfloat16 with
-``--mixed-precision [float16|bfloat16]``) matmul timed in the same run; efficiency is
+``--mixed-precision`` [``--bfloat16``]) matmul timed in the same run; efficiency is
 the forward FLOP rate divided by that peak. The last stdout line is one JSON object.
 
 Backends: with Keras' TensorFlow backend (the default) the forward pass and train step
@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=401, help="input side, s*n + 1")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0, help="minimum timing per measurement")
-    parser.add_argument("--mixed-precision", nargs="?", const="float16", default=None,
-                        choices=sorted(POLICIES),
-                        help="mixed_float16 policy (or mixed_bfloat16 with 'bfloat16')")
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="with --mixed-precision: mixed_bfloat16 instead of mixed_float16")
     parser.add_argument("--jit", action="store_true", help="XLA-compile forward and train step (TF; always on JAX)")
     parser.add_argument("--no-train", action="store_true", help="skip the train-step timing")
     parser.add_argument("--peak-n", type=int, default=2048, help="matmul side for the peak")
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="JAX only: jax.default_matmul_precision for float32 (default: JAX's own)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
+    # From here on: None (float32), "float16" or "bfloat16".
+    args.mixed_precision = ("bfloat16" if args.bfloat16 else "float16") if args.mixed_precision else None
 
     cfg = load_config(args.config, [*args.overrides, f"model.input_size={args.size}"])
     if args.mixed_precision:
