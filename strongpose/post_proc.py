@@ -12,7 +12,8 @@ Steps (DESIGN.md "Decoding"):
 2. Candidates: local maxima above ``peak_threshold``, refined by the short offset.
 3. Walks (:func:`walk_candidates`), vectorised over candidates, one step per tree level:
    along directed edge (a, b), ``y_b = y_a + M_ab(y_a)``, then ``snap_steps`` short-offset
-   snaps; b is found if it scores ``>= peak_threshold`` on the score map and the walk back
+   snaps (each moves a point to the heat-weighted mean of ``p + S_b(p)`` over the 4 cells
+   around it, exact even where those cells straddle the disk's edge); b is found if it scores ``>= peak_threshold`` on the score map and the walk back
    along (b, a) lands within ``nms_radius`` of y_a (else y_b is someone else's keypoint).
    Only found keypoints are walked from. Every candidate takes one step; candidates that
    reach each other are one person, and only the best of each such group walks on (the
@@ -92,17 +93,24 @@ class _Sampler:
         read at each point. The result has ``channels``' shape and ``arr``'s dtype. ``arr``
         may be a complex view of (dx, dy) pairs (:func:`_pairs`): one complex sample is one
         pair, half the work of sampling dx and dy apart."""
-        c_all = arr.shape[-1]
+        return self.many((arr,), channels)[0]
+
+    def many(self, arrays: tuple[np.ndarray, ...], channels: np.ndarray) -> list[np.ndarray]:
+        """Like ``__call__`` for several maps of one channel count, sharing the indices."""
+        c_all = arrays[0].shape[-1]
         channels = np.asarray(channels, np.intp)
         tail = (-1,) + (1,) * (channels.ndim - 1)
         sx, sy = self.steps[0] * c_all, self.steps[1] * c_all
-        idx = (self.cell * c_all).reshape(tail) + channels
-        flat = arr.reshape(-1)
-        v00, v01 = flat.take(idx), flat.take(idx + sx)
-        v10, v11 = flat.take(idx + sy), flat.take(idx + (sx + sy))
+        i00 = (self.cell * c_all).reshape(tail) + channels
+        i01, i10, i11 = i00 + sx, i00 + sy, i00 + (sx + sy)
         fx, fy = self.fx.reshape(tail), self.fy.reshape(tail)
-        top = v00 + (v01 - v00) * fx
-        return top + (v10 + (v11 - v10) * fx - top) * fy
+        out = []
+        for arr in arrays:
+            flat = arr.reshape(-1)
+            v00, v01, v10, v11 = flat.take(i00), flat.take(i01), flat.take(i10), flat.take(i11)
+            top = v00 + (v01 - v00) * fx
+            out.append(top + (v10 + (v11 - v10) * fx - top) * fy)
+        return out
 
 
 def _pairs(arr: np.ndarray) -> np.ndarray:
@@ -244,12 +252,32 @@ class _Walks:
     active: np.ndarray
 
 
-def _snap(short: np.ndarray, xy: np.ndarray, types: np.ndarray, stride: int, steps: int) -> np.ndarray:
+def _snap_votes(maps: Mapping[str, np.ndarray], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Maps for short-offset snaps: per cell p and keypoint type k the heat-weighted vote
+    ``heat_k(p) (p + S_k(p))`` as complex64 x + iy (h, w, K), and ``heat_k(p)`` (h, w, K)."""
+    if "snap_votes" in maps:
+        return maps["snap_votes"]
+    heat = maps["heatmap"]
+    h, w = heat.shape[:2]
+    cell = (np.arange(w, dtype=np.float32) * stride)[None, :] \
+        + (np.arange(h, dtype=np.float32) * stride)[:, None] * np.complex64(1j)     # (h, w): x + iy
+    return (_pairs(maps["short"]) + cell[..., None]) * heat, heat
+
+
+def _snap(votes: tuple[np.ndarray, np.ndarray], xy: np.ndarray, types: np.ndarray, stride: int,
+          steps: int) -> np.ndarray:
     """``steps`` short-offset snaps of points xy (M, 2) of keypoint types (M,).
 
-    ``short`` is the short-offset map as a :func:`_pairs` view (h, w, K)."""
+    A snap moves a point to the heat-weighted mean of the votes ``p + S_k(p)`` of the 4
+    cells around it (``votes`` is :func:`_snap_votes`), not by the bilinear short offset:
+    cells outside the disk (heat 0, offset 0) drop out, so a point near a disk's edge
+    still lands exactly on the keypoint (inside the disk both agree). A point with no
+    heat around it stays put."""
     for _ in range(steps):
-        xy = xy + _sample_pairs(short, xy, types, stride)
+        vote, heat = _Sampler(xy, votes[1].shape, stride).many(votes, types)
+        ok = heat > 1e-6
+        mean = (vote / np.where(ok, heat, np.float32(1))).view(np.float32).reshape(-1, 2)
+        xy = np.where(ok[:, None], mean, xy)
     return xy
 
 
@@ -271,7 +299,7 @@ def _walk_tree(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Wa
     ea, eb = _edge_arrays(skeleton)
     num_e = skeleton.num_edges
     k = skeleton.num_keypoints
-    mid, short = _pairs(maps["mid"]), _pairs(maps["short"])
+    mid, short = _pairs(maps["mid"]), _snap_votes(maps, stride)
     rows = np.flatnonzero(walks.active)
     while max_steps != 0 and rows.size:
         max_steps -= 1
@@ -344,7 +372,7 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     pi, src, tgt = np.nonzero(found[:, :, None] & tgt_ok[:, None, :] & ~np.eye(k, dtype=bool))
     ys = xy[pi, src]
     lr, body_src = _long_range(maps, ys, tgt, stride)
-    short = _pairs(maps["short"])
+    short = _snap_votes(maps, stride)
     votes = _snap(short, ys + lr, tgt, stride, snap_steps)
     at_votes = _Sampler(votes, score_map.shape, stride)
     vscore = at_votes(score_map, tgt)
@@ -721,6 +749,7 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
         return []
     if cfg.use_long_range:
         m["long_body"] = _long_body(m)
+    m["snap_votes"] = _snap_votes(m, stride)
     walks = walk_candidates(m, score_map, xy, types, scores, skeleton=skeleton, stride=stride, cfg=cfg)
     seeds = select_people(m, score_map, walks, xy, types, skeleton=skeleton, stride=stride, cfg=cfg)
     pxy, found = walks.xy[seeds], walks.found[seeds]

@@ -33,21 +33,23 @@ def person_at(x: float, y: float, missing: tuple[int, ...] = ()) -> np.ndarray:
     return kp
 
 
-def box_body(kp: np.ndarray, shape: tuple[int, int], margin: float = 12.0) -> np.ndarray:
+def box_body(kp: np.ndarray, shape: tuple[int, int], margin: float = 12.0,
+             stride: int = STRIDE) -> np.ndarray:
     """A rectangular body (h, w) bool around the labelled keypoints."""
     h, w = shape
     pts = kp[kp[:, 2] > 0, :2]
-    gy, gx = np.mgrid[0:h, 0:w] * STRIDE
+    gy, gx = np.mgrid[0:h, 0:w] * stride
     lo, hi = pts.min(0) - margin, pts.max(0) + margin
     return (gx >= lo[0]) & (gx <= hi[0]) & (gy >= lo[1]) & (gy <= hi[1])
 
 
 def make_maps(people: list[np.ndarray], shape: tuple[int, int],
-              bodies: list[np.ndarray] | None = None, skeleton: Skeleton = SK) -> dict[str, np.ndarray]:
-    """Exact maps (docs/MAPS.md) of ``people`` (each (K, 3) in input pixels) at STRIDE, R."""
+              bodies: list[np.ndarray] | None = None, skeleton: Skeleton = SK,
+              stride: int = STRIDE, radius: float = R) -> dict[str, np.ndarray]:
+    """Exact maps (docs/MAPS.md) of ``people`` (each (K, 3) in input pixels) at stride, radius."""
     h, w = shape
     K = skeleton.num_keypoints
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) * STRIDE
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) * stride
     cell = np.stack([gx, gy], -1)                                          # (h, w, 2)
     maps = {"heatmap": np.zeros((h, w, K), np.float32), "short": np.zeros((h, w, 2 * K), np.float32),
             "mid": np.zeros((h, w, 4 * skeleton.num_edges), np.float32),
@@ -59,7 +61,7 @@ def make_maps(people: list[np.ndarray], shape: tuple[int, int],
     d2 = ((cell[:, :, None, None] - kp[None, None, :, :, :2]) ** 2).sum(-1)   # (h, w, P, K)
     d2 = np.where(lab[None, None], d2, np.inf)
     nearest = d2.argmin(axis=2)                                            # (h, w, K)
-    disk = d2.min(axis=2) <= R * R
+    disk = d2.min(axis=2) <= radius * radius
     maps["heatmap"] = disk.astype(np.float32)
     vec = kp[nearest, np.arange(K), :2] - cell[:, :, None]                 # (h, w, K, 2)
     maps["short"] = np.where(disk[..., None], vec, 0).reshape(h, w, 2 * K)
@@ -68,7 +70,7 @@ def make_maps(people: list[np.ndarray], shape: tuple[int, int],
         ok = disk[..., a] & lab[pj, b]
         maps["mid"][..., 2 * e:2 * e + 2] = np.where(ok[..., None], kp[pj, b, :2] - cell, 0)
     if bodies is None:
-        bodies = [box_body(p, shape) for p in people]
+        bodies = [box_body(p, shape, stride=stride) for p in people]
     stack = np.stack(bodies, -1)                                           # (h, w, P)
     maps["body"] = stack.any(-1, keepdims=True).astype(np.float32)
     owner = stack.argmax(-1)
@@ -250,3 +252,34 @@ def test_custom_skeleton():
         lab = truth[:, 2] > 0
         np.testing.assert_allclose(p.keypoints[lab, :2], truth[lab, :2], atol=0.5)
         assert (p.keypoints[lab, 2] > 0.8).all()
+
+
+# ------------------------------------------------------- snapping at a small disk radius
+PAIR = Skeleton(names=("a", "b"), edges=((0, 1),), flip_pairs=(), sigmas=(0.05, 0.05))
+
+
+@pytest.mark.parametrize("long_range", [True, False])
+def test_snap_is_exact_where_cells_straddle_the_disk_edge(long_range):
+    # R = s = 8. a sits on grid point (96, 96) (5 disk cells: it seeds) and the walk
+    # reaches b = (106.5, 201) exactly; of b's four surrounding cells (104, 200), (112, 200)
+    # and (104, 208) are in its disk, (112, 208) is not (offset 0 there). Plain bilinear
+    # short offsets pull b 0.4 px off over two snaps; the heat-weighted votes of
+    # those cells land exactly on b.
+    truth = np.array([[96.0, 96.0, 1], [106.5, 201.0, 1]], np.float32)
+    maps = make_maps([truth], (41, 31), skeleton=PAIR, radius=8.0)
+    out = decode(maps, skeleton=PAIR, stride=STRIDE, disk_radius=8.0,
+                 cfg=cfg(use_long_range=long_range))
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0].keypoints[:, :2], truth[:, :2], atol=1e-3)
+    assert (out[0].keypoints[:, 2] > 0.5).all()
+
+
+def test_small_person_at_radius_equal_to_stride_is_recovered_exactly():
+    # A 21 x 67 px person at s = 16, R = 16 (R <= s sqrt(2)): keypoints off the grid, most
+    # cells around them half in and half out of their disks.
+    truth = person_at(0, 0)
+    truth[:, :2] = TEMPLATE * 0.35 + (101.3, 83.7)
+    maps = make_maps([truth], (21, 21), stride=16, radius=16.0)
+    out = decode(maps, skeleton=SK, stride=16, disk_radius=16.0, cfg=cfg())
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0].keypoints[:, :2], truth[:, :2], atol=1e-2)
