@@ -83,6 +83,7 @@ class DecoderConfig:
     body_threshold: float = 0.5       # BHM probability that counts as body
     mask_threshold: float = 1.0       # embedding distance / person scale below which a pixel joins
     instance_masks: bool = True
+    unchecked_vote_weight: float = 0.5  # long-range vote landing off the body (uncheckable), vs a checked one
 
 
 @dataclass
@@ -183,6 +184,7 @@ def validate(cfg: Config) -> None:
     _check(d.max_people >= 1, "decoder.max_people", "must be >= 1")
     _check(0 <= d.body_threshold <= 1, "decoder.body_threshold", "must be in [0, 1]")
     _check(d.mask_threshold > 0, "decoder.mask_threshold", "must be > 0")
+    _check(0 <= d.unchecked_vote_weight <= 1, "decoder.unchecked_vote_weight", "must be in [0, 1]")
     lo, hi = data.scale_range
     _check(0 < lo <= hi, "data.scale_range", f"({lo}, {hi}) needs 0 < low <= high")
     _check(0 <= data.flip_probability <= 1, "data.flip_probability", "must be in [0, 1]")

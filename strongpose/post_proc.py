@@ -56,9 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from strongpose.config import Config
 
 MAP_KEYS: tuple[str, ...] = ("heatmap", "short", "mid", "long", "body")
-# Weight of a long-range vote that cannot be checked (it lands off the body), relative to
-# a checked one: it only decides where no checked vote exists.
-_UNCHECKED_VOTE = 0.5
 
 
 @dataclass
@@ -352,7 +349,7 @@ def _long_range(maps: Mapping[str, np.ndarray], xy: np.ndarray, types: np.ndarra
 
 def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: _Walks,
                        rows: np.ndarray, *, stride: int, snap_steps: int, threshold: float,
-                       radius: float, body_threshold: float) -> None:
+                       radius: float, body_threshold: float, unchecked_weight: float) -> None:
     """Re-decide every non-seed keypoint of people ``rows`` from long-range votes, in place.
 
     Each found keypoint y (source) of a person votes for keypoint k at ``y + L_k(y)``,
@@ -360,7 +357,8 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     too. A vote is checked the other way: where the body is, the long-range offset of the
     voted point must lead back (snapped) to within ``radius`` of the source, else the vote
     belongs to someone else and is dropped; off the body it cannot be checked and counts
-    ``_UNCHECKED_VOTE``. Votes weigh their score times the body
+    ``unchecked_weight`` (``DecoderConfig.unchecked_vote_weight``). Votes weigh their score
+    times the body
     probability at the source. The vote with the most weight within ``radius`` wins; the
     keypoint is found if it scores ``>= threshold``; missing ones sit at the winning vote.
     """
@@ -379,7 +377,7 @@ def _long_range_refine(maps: Mapping[str, np.ndarray], score_map: np.ndarray, wa
     back, body_vote = _long_range(maps, votes, src, stride, at_votes)
     back = _snap(short, votes + back, src, stride, snap_steps)
     agrees = _sqnorm(back - ys) <= radius * radius
-    check = np.where(agrees, 1.0, np.where(body_vote < body_threshold, _UNCHECKED_VOTE, 0.0))
+    check = np.where(agrees, 1.0, np.where(body_vote < body_threshold, unchecked_weight, 0.0))
     weight = vscore * np.minimum(body_src, 1.0) * check
     # Dense (P, K_target, K_slot): slot = voting keypoint; slot = target holds the walked one.
     ex, ey, sc, wt = (np.zeros((p, k, k), np.float32) for _ in range(4))
@@ -539,7 +537,8 @@ def select_people(maps: Mapping[str, np.ndarray], score_map: np.ndarray, walks: 
         done[rows] = True
         _long_range_refine(maps, score_map, walks, rows, stride=stride, snap_steps=cfg.snap_steps,
                            threshold=cfg.peak_threshold, radius=cfg.nms_radius,
-                           body_threshold=cfg.body_threshold)
+                           body_threshold=cfg.body_threshold,
+                           unchecked_weight=cfg.unchecked_vote_weight)
         walk()
         seeds = _greedy_seeds(walks, xy, types, cfg.nms_radius, walk)
 

@@ -61,6 +61,8 @@ def test_custom_skeleton_from_yaml(tmp_path):
     ("codec.disk_radius=0", "codec.disk_radius"),
     ("data.scale_range=[1.5, 0.5]", "data.scale_range"),
     ("decoder.nms_radius=-3", "decoder.nms_radius"),
+    ("decoder.unchecked_vote_weight=1.5", "decoder.unchecked_vote_weight"),
+    ("decoder.unchecked_vote_weight=-0.1", "decoder.unchecked_vote_weight"),
 ])
 def test_bad_keys_and_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as info:
@@ -87,3 +89,5 @@ def test_bad_override_syntax_and_missing_files(tmp_path):
 def test_defaults_construct():
     cfg = Config()
     assert cfg.skeleton.num_keypoints == 17 and cfg.eval_output_stride == 8
+    assert cfg.decoder.unchecked_vote_weight == 0.5
+    assert load_config(None, ["decoder.unchecked_vote_weight=0"]).decoder.unchecked_vote_weight == 0

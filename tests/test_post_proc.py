@@ -283,3 +283,22 @@ def test_small_person_at_radius_equal_to_stride_is_recovered_exactly():
     out = decode(maps, skeleton=SK, stride=16, disk_radius=16.0, cfg=cfg())
     assert len(out) == 1
     np.testing.assert_allclose(out[0].keypoints[:, :2], truth[:, :2], atol=1e-2)
+
+
+def test_unchecked_vote_weight_decides_votes_landing_off_the_body():
+    truth = person_at(60, 40, missing=(7,))               # left elbow unlabelled: arm chain broken
+    truth[9, :2] = (40, 160)                              # left wrist out to the left, off the body
+    core = truth.copy()
+    core[9, 2] = 0
+    maps = make_maps([truth], (41, 31), bodies=[box_body(core, (41, 31), margin=4.0)])
+    assert maps["body"][160 // STRIDE, 40 // STRIDE, 0] == 0
+    # Long-range votes for the wrist cannot be checked there: by default they count half.
+    one = run(maps)
+    assert len(one) == 1
+    np.testing.assert_allclose(one[0].keypoints[9, :2], truth[9, :2], atol=0.5)
+    assert one[0].keypoints[9, 2] > 0.8
+    # Weight 0: the wrist stays a separate, lower-scored piece.
+    pieces = run(maps, unchecked_vote_weight=0.0)
+    assert len(pieces) == 2
+    assert pieces[0].keypoints[9, 2] == 0
+    np.testing.assert_allclose(pieces[1].keypoints[9, :2], truth[9, :2], atol=0.5)
