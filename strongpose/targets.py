@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 import tensorflow as tf
 
+from strongpose import geometry
 from strongpose.skeleton import Skeleton
 
 if TYPE_CHECKING:  # pragma: no cover - typing only (no runtime import of the config)
@@ -95,12 +96,8 @@ class TargetEncoder:
 
     def map_size_for(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """Map (h, w) for an input image of (H, W) = (s*(h-1)+1, s*(w-1)+1) pixels."""
-        out = []
-        for n in input_size:
-            if n < 1 or (n - 1) % self.stride:
-                raise ValueError(f"input size {n} is not {self.stride}*n + 1")
-            out.append((n - 1) // self.stride + 1)
-        return out[0], out[1]
+        return (geometry.map_size(input_size[0], self.stride),
+                geometry.map_size(input_size[1], self.stride))
 
     def __call__(self, inputs: Mapping[str, tf.Tensor],
                  map_size: tuple[int, int]) -> dict[str, tf.Tensor]:

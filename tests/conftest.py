@@ -24,3 +24,17 @@ def coco_mini_annotations() -> Path:
     if not COCO_MINI_ANN.is_file():
         pytest.skip(f"coco-mini not found at {COCO_MINI}")
     return COCO_MINI_ANN
+
+
+@pytest.fixture
+def synth(tmp_path):
+    """A small COCO-format data set written by tests/coco_synth.py."""
+    from coco_synth import write_synth_coco
+    return write_synth_coco(tmp_path / "synth")
+
+
+@pytest.fixture
+def coco(synth):
+    """The synthetic data set read with strongpose.coco."""
+    from strongpose.coco import CocoKeypoints
+    return CocoKeypoints(synth.annotation_file, image_dir=synth.image_dir)

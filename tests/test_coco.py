@@ -12,14 +12,6 @@ from strongpose.coco import (CocoFormatError, CocoKeypoints, ImageGroundTruth, l
 from strongpose.skeleton import COCO_SKELETON, Skeleton
 
 
-@pytest.fixture
-def synth(tmp_path):
-    return write_synth_coco(tmp_path / "synth")
-
-
-@pytest.fixture
-def coco(synth):
-    return CocoKeypoints(synth.annotation_file, image_dir=synth.image_dir)
 
 
 def test_image_ids_include_empty_images(coco):

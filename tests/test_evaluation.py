@@ -27,14 +27,6 @@ class P:
     mask: Optional[np.ndarray] = None
 
 
-@pytest.fixture
-def synth(tmp_path):
-    return write_synth_coco(tmp_path / "synth")
-
-
-@pytest.fixture
-def coco(synth):
-    return CocoKeypoints(synth.annotation_file, image_dir=synth.image_dir)
 
 
 def perfect_people(synth, coco):
