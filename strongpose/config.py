@@ -77,7 +77,9 @@ class DecoderConfig:
     nms_radius: float = 10.0          # r: same keypoint type within r of a found person -> not a new seed
     snap_steps: int = 2               # short-offset snaps after each mid-range step
     keypoint_threshold: float = 0.0   # keypoints scoring below are still reported, with their score
-    max_people: int = 30              # at most this many people per image
+    max_people: int = 30              # at most this many people per image (seeding stops there)
+    max_candidates_per_type: int = 100  # best peaks kept per keypoint type (bounds the work on any maps)
+    max_candidates: int = 1000        # best peaks kept over all types
     min_person_score: float = 0.0     # drop people scoring below
     use_long_range: bool = True       # merge fragments of one person with long-range offsets
     body_threshold: float = 0.5       # BHM probability that counts as body
@@ -182,6 +184,8 @@ def validate(cfg: Config) -> None:
     _check(d.nms_radius > 0, "decoder.nms_radius", "must be > 0")
     _check(d.snap_steps >= 0, "decoder.snap_steps", "must be >= 0")
     _check(d.max_people >= 1, "decoder.max_people", "must be >= 1")
+    _check(d.max_candidates_per_type >= 1, "decoder.max_candidates_per_type", "must be >= 1")
+    _check(d.max_candidates >= 1, "decoder.max_candidates", "must be >= 1")
     _check(0 <= d.body_threshold <= 1, "decoder.body_threshold", "must be in [0, 1]")
     _check(d.mask_threshold > 0, "decoder.mask_threshold", "must be > 0")
     _check(0 <= d.unchecked_vote_weight <= 1, "decoder.unchecked_vote_weight", "must be in [0, 1]")
