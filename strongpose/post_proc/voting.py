@@ -1,0 +1,115 @@
+"""Hough voting and keypoint candidates (docs/DECODER.md §2).
+
+    strong = hough_vote(heatmap, short, stride, disk_radius)     # sharp peaks at keypoints
+    scores = box_sum(strong)                                      # a keypoint anywhere scores ~1
+    cands = find_candidates(strong, scores, short, stride, ...)  # ranked and capped
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .sampling import cell_points
+
+
+def hough_vote(heatmap: np.ndarray, short: np.ndarray, stride: int,
+               disk_radius: float) -> np.ndarray:
+    """Strong keypoint maps (h, w, K): heat-weighted votes at ``p + S_k(p)``, splatted bilinearly.
+
+    Divided by ``pi (R/s)^2`` (the disk's area in cells), so an exact disk around a
+    keypoint on a grid point gives a peak of about 1; off the grid the peak is split over
+    at most 2x2 cells. Votes beyond the map land nowhere.
+    """
+    heatmap = np.asarray(heatmap, np.float32)
+    short = np.asarray(short, np.float32)
+    if heatmap.ndim != 3 or short.shape != heatmap.shape[:2] + (2 * heatmap.shape[2],):
+        raise ValueError(f"hough_vote: heatmap (h, w, K) and short (h, w, 2K) expected, got "
+                         f"{heatmap.shape} and {short.shape}")
+    if stride <= 0 or disk_radius <= 0:
+        raise ValueError(f"hough_vote: stride and disk_radius must be > 0, got {stride}, {disk_radius}")
+    h, w, k = heatmap.shape
+    idx = np.flatnonzero(heatmap.reshape(-1) > 0)          # (cell, type) pairs that vote
+    weight = heatmap.reshape(-1)[idx]
+    offsets = short.reshape(-1, 2)[idx]                     # pair (cell, type) = item idx
+    cell, kk = np.divmod(idx, k)
+    ii, jj = np.divmod(cell, w)
+    # Vote points in map cells, clamped to [-1, w] x [-1, h] (a vote beyond lands wholly
+    # outside), splatted on a grid padded by 1 before and 2 after so no corner needs a check.
+    tx = np.clip(jj + offsets[:, 0] / stride, -1.0, float(w))
+    ty = np.clip(ii + offsets[:, 1] / stride, -1.0, float(h))
+    x0, y0 = np.floor(tx), np.floor(ty)
+    fx, fy = (tx - x0).astype(np.float32), (ty - y0).astype(np.float32)
+    row = (w + 3) * k
+    t = (y0.astype(np.intp) + 1) * row + (x0.astype(np.intp) + 1) * k + kk
+    target = np.concatenate([t, t + k, t + row, t + (row + k)])
+    wts = np.concatenate([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]) * np.tile(weight, 4)
+    out = np.bincount(target, wts, minlength=(h + 3) * row).reshape(h + 3, w + 3, k)
+    area = math.pi * (disk_radius / stride) ** 2
+    return (out[1:h + 1, 1:w + 1] / area).astype(np.float32)
+
+
+def box_sum(strong: np.ndarray) -> np.ndarray:
+    """3x3 box sum over the two spatial axes (zeros outside): the score map."""
+    p = np.pad(strong, ((1, 1), (1, 1), (0, 0)))
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Keypoint candidates, best first: positions (N, 2) in input pixels, types (N,),
+    scores (N,)."""
+
+    xy: np.ndarray
+    types: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.types.size)
+
+    def take(self, index: np.ndarray) -> "Candidates":
+        return Candidates(self.xy[index], self.types[index], self.scores[index])
+
+
+def find_candidates(strong: np.ndarray, score_map: np.ndarray, short: np.ndarray, *,
+                    stride: int, threshold: float, max_per_type: int,
+                    max_total: int) -> Candidates:
+    """Local maxima of the strong maps at or above ``threshold``, refined by the short
+    offset, best first (ties: raster order), one per quarter pixel and type, at most
+    ``max_per_type`` of each type and ``max_total`` in all."""
+    peaks = (strong >= threshold) & (strong > 0)
+    peaks &= strong == ndimage.maximum_filter(strong, size=(3, 3, 1), mode="constant")
+    i, j, k = np.nonzero(peaks)
+    order = np.argsort(-score_map[i, j, k], kind="stable")
+    i, j, k = i[order], j[order], k[order]
+    h, w = strong.shape[:2]
+    offsets = short.reshape(h, w, -1, 2)[i, j, k]
+    cands = Candidates(xy=cell_points(h, w, stride)[i, j] + offsets, types=k,
+                       scores=score_map[i, j, k])
+    cands = cands.take(_first_per_quarter_pixel(cands))
+    return cands.take(_cap(cands.types, max_per_type)[:max_total])
+
+
+def _first_per_quarter_pixel(cands: Candidates) -> np.ndarray:
+    """Indices (in order) of the first candidate of each (type, position rounded to 1/4 px):
+    tied peak cells of one keypoint refine to the same point."""
+    q = np.round(cands.xy * 4)
+    order = np.lexsort((q[:, 1], q[:, 0], cands.types))     # stable: best first within a tie
+    key = np.stack([cands.types[order], q[order, 0], q[order, 1]], axis=1)
+    first = np.ones(len(cands), bool)
+    first[1:] = (key[1:] != key[:-1]).any(axis=1)
+    return np.sort(order[first])
+
+
+def _cap(types: np.ndarray, max_per_type: int) -> np.ndarray:
+    """Indices (in order) of the first ``max_per_type`` entries of each type."""
+    order = np.argsort(types, kind="stable")
+    sorted_types = types[order]
+    start = np.searchsorted(sorted_types, sorted_types, side="left")
+    rank = np.empty(types.size, np.intp)
+    rank[order] = np.arange(types.size) - start
+    return np.flatnonzero(rank < max_per_type)
