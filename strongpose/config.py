@@ -6,13 +6,14 @@ Every constant of the method lives here, once. Modules take what they need from 
     cfg = load_config("strongpose", ["model.output_stride=16", "train.batch_size=4"])
 
 A preset is a YAML file in ``strongpose/configs/`` (``personlab``, ``strongpose``,
-``tiny``) or any YAML path. Unknown keys and bad values stop with a
-:class:`ConfigError` naming the key.
+``tiny``) or any YAML path. Unknown keys and bad values (a float that is NaN or
+infinite included) stop with a :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,10 +22,10 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import yaml
 
+from strongpose.backbones import BACKBONES  # the names of resnet_v2's SPECS; no Keras import
 from strongpose.skeleton import Skeleton, SkeletonError
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
-BACKBONES = ("resnet50", "resnet101", "resnet152", "tiny")
 
 
 class ConfigError(ValueError):
@@ -162,8 +163,28 @@ def _check(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key}: {msg}")
 
 
+def _check_finite(value: Any, key: str) -> None:
+    """Every float in ``value`` (a float, or a tuple/list of them) is finite: no NaN, no +-inf."""
+    if isinstance(value, float):
+        _check(math.isfinite(value), key, f"{value} is not a finite number")
+    elif isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+
+
 def validate(cfg: Config) -> None:
-    """Range checks that types alone cannot express."""
+    """Range checks that types alone cannot express.
+
+    First, generically: every float value of every section (and the skeleton's sigmas) must
+    be finite (YAML reads ``.inf`` and ``.nan`` as floats). Then each key's own range.
+    """
+    for section in dataclasses.fields(cfg):
+        if section.name == "skeleton":
+            _check_finite(cfg.skeleton.sigmas, "skeleton.sigmas")
+            continue
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            _check_finite(getattr(values, f.name), f"{section.name}.{f.name}")
     m, c, l, d, t, data = cfg.model, cfg.codec, cfg.loss, cfg.decoder, cfg.train, cfg.data
     _check(m.backbone in BACKBONES, "model.backbone", f"{m.backbone!r} is not one of {BACKBONES}")
     for key, s in (("model.output_stride", m.output_stride),
@@ -232,7 +253,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise ConfigError(f"{key}: a {len(str(value))}-digit integer is not a finite float") from None
+        _check_finite(value, key)
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")

@@ -16,7 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from strongpose.backbone_weights import WeightsMismatchError, load_backbone_weights
-from strongpose.config import BACKBONES
+from strongpose.backbones import BACKBONES
 from strongpose.resnet_v2 import build_backbone
 
 log = logging.getLogger("strongpose.convert_checkpoint")

@@ -6,6 +6,9 @@ units, pre-activation batch norm, ``post_bn``) with identical layer names, so Ke
 ImageNet weights load by name; ``"tiny"`` is the same design, narrow and 2 units per
 stack, for tests and CPU runs.
 
+The widths and depths (``SPECS``) live in :mod:`strongpose.backbones`, readable without
+Keras; this module builds the networks from them.
+
 Output stride: once the running stride reaches ``output_stride`` later strides become 1
 and the dilation rate is multiplied instead (``stack_blocks_dense`` of TF-slim's
 ``resnet_utils``). Every convolution is padded symmetrically (explicit
@@ -27,35 +30,13 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from strongpose.config import BACKBONES
+from strongpose.backbones import BACKBONES, SPECS, BackboneSpec  # noqa: F401 - re-exported
 
 OUTPUT_STRIDES = (8, 16, 32)
 ROOT_STRIDE = 4                  # conv1 (stride 2) then pool1 (stride 2)
 STACK_STRIDES = (2, 2, 2, 1)     # stride of the last unit of conv2, conv3, conv4, conv5
 MID_STACK = 2                    # index of conv4 in the stacks: mid_features come from its middle unit
 BN_EPSILON = 1.001e-5            # Keras' ResNetV2 value (TF-slim uses 1e-5)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Widths and depths of one ResNet v2.
-
-    Attributes:
-        root_filters: channels of the 7x7 root convolution ``conv1_conv``.
-        stacks: ``(bottleneck filters, units)`` for conv2..conv5; a unit outputs 4x filters.
-    """
-
-    root_filters: int
-    stacks: tuple[tuple[int, int], ...]
-
-
-SPECS: dict[str, BackboneSpec] = {
-    "resnet50": BackboneSpec(64, ((64, 3), (128, 4), (256, 6), (512, 3))),
-    "resnet101": BackboneSpec(64, ((64, 3), (128, 4), (256, 23), (512, 3))),
-    "resnet152": BackboneSpec(64, ((64, 3), (128, 8), (256, 36), (512, 3))),
-    "tiny": BackboneSpec(16, ((8, 2), (16, 2), (32, 2), (64, 2))),
-}
-assert set(SPECS) == set(BACKBONES), "resnet_v2.SPECS and config.BACKBONES disagree"
 
 
 @dataclass(frozen=True)
@@ -70,7 +51,7 @@ class UnitPlan:
 
 
 def backbone_spec(depth: str) -> BackboneSpec:
-    """The spec of ``depth`` (one of ``config.BACKBONES``)."""
+    """The spec of ``depth`` (one of ``backbones.BACKBONES``)."""
     if depth not in SPECS:
         raise ValueError(f"unknown backbone depth {depth!r}; expected one of {BACKBONES}")
     return SPECS[depth]
@@ -154,7 +135,7 @@ def build_backbone(depth: str, output_stride: int = 8,
     """ResNet v2 ``depth`` at ``output_stride``: preprocessed image -> feature maps.
 
     Args:
-        depth: one of ``config.BACKBONES`` ("resnet50", "resnet101", "resnet152", "tiny").
+        depth: one of ``backbones.BACKBONES`` ("resnet50", "resnet101", "resnet152", "tiny").
         output_stride: 8, 16 or 32.
         input_shape: ``(H, W, 3)``; known sizes must be ``output_stride*n + 1``.
         name: the Keras model's name.

@@ -91,3 +91,62 @@ def test_defaults_construct():
     assert cfg.skeleton.num_keypoints == 17 and cfg.eval_output_stride == 8
     assert cfg.decoder.unchecked_vote_weight == 0.5
     assert load_config(None, ["decoder.unchecked_vote_weight=0"]).decoder.unchecked_vote_weight == 0
+
+
+def _float_keys():
+    """Every float-typed key of every section, e.g. ``codec.disk_radius``."""
+    import dataclasses
+    import typing
+    keys = []
+    for section in dataclasses.fields(Config):
+        if section.name == "skeleton":
+            continue
+        hints = typing.get_type_hints(typing.get_type_hints(Config)[section.name])
+        keys += [f"{section.name}.{name}" for name, hint in hints.items() if hint is float]
+    return keys
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+@pytest.mark.parametrize("key", _float_keys())
+def test_every_float_must_be_finite(key, value):
+    with pytest.raises(ConfigError, match="not a finite number") as info:
+        load_config(None, [f"{key}={value}"])
+    assert str(info.value).startswith(key)
+
+
+def test_non_finite_values_are_refused_everywhere(tmp_path):
+    import dataclasses
+    from strongpose.config import CodecConfig
+    assert "codec.disk_radius" in _float_keys() and len(_float_keys()) >= 20
+    with pytest.raises(ConfigError, match=r"^data\.scale_range\[1\]: inf"):
+        load_config(None, ["data.scale_range=[0.5, .inf]"])
+    with pytest.raises(ConfigError, match=r"^codec\.disk_radius: .*not a finite float"):
+        load_config(None, ["codec.disk_radius=" + "9" * 400])          # beyond float range
+    with pytest.raises(ConfigError, match=r"^codec\.disk_radius: inf is not a finite number"):
+        Config(codec=CodecConfig(disk_radius=float("inf")))             # built in Python too
+    with pytest.raises(ConfigError, match=r"^skeleton\.sigmas\[1\]: nan"):
+        Config(skeleton=dataclasses.replace(Config().skeleton,
+                                            sigmas=(0.1, float("nan")) + Config().skeleton.sigmas[2:]))
+    path = tmp_path / "inf.yaml"
+    path.write_text("codec:\n  disk_radius: .inf\n")
+    with pytest.raises(ConfigError, match=r"^codec\.disk_radius"):
+        load_config(path)
+
+
+def test_config_import_is_light():
+    """Command lines import the config before --help: no Keras or TensorFlow behind it."""
+    import subprocess
+    import sys
+    code = ("import sys, strongpose.config as c; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow', 'jax')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_backbone_names_come_from_the_backbone_specs():
+    from strongpose.backbones import BACKBONES, SPECS
+    assert BACKBONES == tuple(SPECS)
+    for name in BACKBONES:
+        assert load_config(None, [f"model.backbone={name}"]).model.backbone == name
+    with pytest.raises(ConfigError, match=r"^model\.backbone: 'resnet18' is not one of"):
+        load_config(None, ["model.backbone=resnet18"])

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from strongpose.config import BACKBONES
+from strongpose import config
+from strongpose.backbones import BACKBONES
 from strongpose.resnet_v2 import (SPECS, backbone_spec, build_backbone, mid_layer_name,
                                   preprocess, unit_schedule)
 
@@ -128,9 +129,11 @@ def test_resnet50_matches_keras_layer_names_order_and_shapes():
 
 
 def test_every_depth_is_specified():
-    assert set(SPECS) == set(BACKBONES)
+    assert BACKBONES == tuple(SPECS)
+    assert config.BACKBONES is BACKBONES          # one list of names, the backbone's
     assert [u for _, u in SPECS["resnet101"].stacks] == [3, 4, 23, 3]
     assert [u for _, u in SPECS["resnet152"].stacks] == [3, 8, 36, 3]
+    assert SPECS["resnet50"].units == (3, 4, 6, 3)
 
 
 def test_preprocess_scales_to_minus_one_one():
