@@ -61,9 +61,9 @@ from strongpose.coco import CocoKeypoints, ImageGroundTruth, pad_to_stride  # no
 from strongpose.config import Config, load_config  # noqa: E402
 from strongpose.evaluation import evaluate, people_to_results  # noqa: E402
 from strongpose.geometry import ImageTransform  # noqa: E402
+from strongpose.maps import MAP_KEYS  # noqa: E402
 from strongpose.targets import TargetEncoder  # noqa: E402
 
-MAP_KEYS = ("heatmap", "short", "mid", "long", "body")
 SCENE_SIZE = 640
 
 

@@ -16,21 +16,15 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
+from strongpose import maps
 from strongpose.skeleton import Skeleton
 
-# How the channels of each map key transform under a flip.
+# How the channels of each key transform under a flip: strongpose.maps.flip_kind.
 #   keypoint: K channels, one per keypoint type (permuted)
 #   keypoint_offset: 2K channels (dx, dy) per keypoint type (permuted, dx negated)
 #   edge: 2E channels, one per directed edge (permuted)
 #   edge_offset: 4E channels (dx, dy) per directed edge (permuted, dx negated)
 #   plain: channels that do not depend on left/right (mirrored only)
-MAP_KINDS: dict[str, str] = {
-    "heatmap": "keypoint", "heatmap_weight": "keypoint", "short_weight": "keypoint",
-    "long_weight": "keypoint", "heatmap_logits": "keypoint", "inter_heatmap_logits": "keypoint",
-    "short": "keypoint_offset", "long": "keypoint_offset", "inter_short": "keypoint_offset",
-    "mid": "edge_offset", "mid_weight": "edge",
-    "body": "plain", "body_weight": "plain", "body_logits": "plain",
-}
 
 
 def _is_tf(x: Any) -> bool:
@@ -61,9 +55,10 @@ def flip_keypoints(keypoints: Any, image_width: Any, skeleton: Skeleton) -> Any:
 
 def _channel_plan(key: str, channels: int, skeleton: Skeleton) -> tuple[list[int], list[float]]:
     """Channel index map and sign per output channel for map ``key``."""
-    kind = MAP_KINDS.get(key)
-    if kind is None:
-        raise ValueError(f"flip_maps: unknown map key {key!r} (known: {sorted(MAP_KINDS)})")
+    try:
+        kind = maps.flip_kind(key)
+    except ValueError as err:
+        raise ValueError(f"flip_maps: {err}") from None
     if kind == "plain":
         return list(range(channels)), [1.0] * channels
     perm = (skeleton.flip_permutation if kind.startswith("keypoint")

@@ -1,6 +1,9 @@
-"""Masked training losses of StrongPose (docs/MAPS.md "Loss weights", DESIGN.md section 1).
+"""Masked training losses of StrongPose (docs/MAPS.md "Loss weights",
+docs/DESIGN.md section 1).
 
-Terms (each reported separately, unweighted, plus the weighted ``total``):
+Terms (each reported separately, unweighted, plus the weighted ``total``); which maps
+have a term, under which keys, and with which loss comes from the table in
+``strongpose.maps`` (``MapSpec.loss``: ``sigmoid_ce`` or ``offset_l1``):
 
 - ``heatmap``: sigmoid cross-entropy of ``heatmap_logits`` against ``heatmap``,
   weighted by ``heatmap_weight`` (ignore regions count nothing).
@@ -32,10 +35,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 from keras import ops
 
+from strongpose import maps
 from strongpose.config import Config
 
-LOSS_TERMS: tuple[str, ...] = ("heatmap", "body", "short", "mid", "long")
-INTERMEDIATE_TERMS: tuple[str, ...] = ("inter_heatmap", "inter_short")
+# Map keys: cross-entropy terms first, then offsets (heatmap, body, short, mid, long).
+LOSS_TERMS: tuple[str, ...] = tuple(
+    spec.key for loss in maps.LOSSES for spec in maps.MAPS if spec.loss == loss)
+INTERMEDIATE_TERMS: tuple[str, ...] = tuple("inter_" + key for key in maps.INTERMEDIATE)
 
 Tensor = Any  # a Keras backend tensor (Tensor, jax.Array, ...) or array-like
 
@@ -138,9 +144,9 @@ class StrongPoseLoss:
         if disk_radius <= 0:
             raise ValueError(f"disk_radius must be > 0, got {disk_radius}")
         self.weights = {"heatmap": float(heatmap), "body": float(body), "short": float(short),
-                        "mid": float(mid), "long": float(long),
-                        "inter_heatmap": float(intermediate) * float(heatmap),
-                        "inter_short": float(intermediate) * float(short)}
+                        "mid": float(mid), "long": float(long)}
+        self.weights.update({f"inter_{key}": float(intermediate) * self.weights[key]
+                             for key in maps.INTERMEDIATE})
         if any(w < 0 for w in self.weights.values()):
             raise ValueError(f"loss weights must be >= 0, got {self.weights}")
         self.disk_radius = float(disk_radius)
@@ -156,21 +162,23 @@ class StrongPoseLoss:
                   outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each term's per-image value, shape (B,) float32 (unweighted, before batch sum)."""
         t, o = _require(targets, outputs)
-        r = self.disk_radius
-        out = {
-            "heatmap": sigmoid_ce_per_image(o["heatmap_logits"], t["heatmap"], t["heatmap_weight"], "heatmap"),
-            "body": sigmoid_ce_per_image(o["body_logits"], t["body"], t["body_weight"], "body"),
-            "short": offset_l1_per_image(o["short"], t["short"], t["short_weight"], r, "short"),
-            "mid": offset_l1_per_image(o["mid"], t["mid"], t["mid_weight"], r, "mid"),
-            "long": offset_l1_per_image(o["long"], t["long"], t["long_weight"], r, "long"),
-        }
-        if "inter_heatmap_logits" in o:
-            out["inter_heatmap"] = sigmoid_ce_per_image(
-                o["inter_heatmap_logits"], t["heatmap"], t["heatmap_weight"], "inter_heatmap")
-        if "inter_short" in o:
-            out["inter_short"] = offset_l1_per_image(
-                o["inter_short"], t["short"], t["short_weight"], r, "inter_short")
+        out = {key: self._term(key, o[maps.SPECS[key].output_key], t) for key in LOSS_TERMS}
+        for key in maps.INTERMEDIATE:
+            inter = maps.intermediate_output_key(key)
+            if inter in o:
+                out[f"inter_{key}"] = self._term(key, o[inter], t, f"inter_{key}")
         return out
+
+    def _term(self, key: str, pred: Tensor, targets: Mapping[str, Tensor],
+              name: Optional[str] = None) -> Tensor:
+        """Map ``key``'s loss (its ``MapSpec.loss``) of ``pred`` against its target and weight."""
+        spec = maps.SPECS[key]
+        target, weight = targets[spec.key], targets[spec.weight_key]
+        if spec.loss == "sigmoid_ce":
+            return sigmoid_ce_per_image(pred, target, weight, name or key)
+        if spec.loss == "offset_l1":
+            return offset_l1_per_image(pred, target, weight, self.disk_radius, name or key)
+        raise NotImplementedError(f"StrongPoseLoss: no loss {spec.loss!r} (map {key!r})")
 
     def __call__(self, targets: Mapping[str, Tensor], outputs: Mapping[str, Tensor],
                  global_batch_size: int | Tensor) -> dict[str, Tensor]:
@@ -193,9 +201,8 @@ class StrongPoseLoss:
         return losses
 
 
-_TARGET_KEYS = ("heatmap", "heatmap_weight", "short", "short_weight", "mid", "mid_weight",
-                "long", "long_weight", "body", "body_weight")
-_OUTPUT_KEYS = ("heatmap_logits", "short", "mid", "long", "body_logits")
+_TARGET_KEYS = tuple(key for spec in maps.MAPS for key in (spec.key, spec.weight_key))
+_OUTPUT_KEYS = maps.OUTPUT_KEYS
 
 
 def _require(targets: Mapping[str, Tensor], outputs: Mapping[str, Tensor]):

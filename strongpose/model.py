@@ -1,8 +1,9 @@
 """The StrongPose network: ResNet v2 backbone, 1x1 heads and in-network offset refinement.
 
 Input: RGB images, float 0..255, any size ``s*n + 1`` (``s`` = output stride); the
-backbone's preprocessing runs inside the model. Outputs (docs/MAPS.md "Network output"),
-all float32 at map size ``n + 1``, channels last:
+backbone's preprocessing runs inside the model. Outputs (docs/MAPS.md "Network output";
+keys and channels from the table in ``strongpose.maps``), all float32 at map size
+``n + 1``, channels last:
 
 =========================  ======  =========================================================
 key                        C       meaning
@@ -42,12 +43,16 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from strongpose import resnet_v2
+from strongpose import geometry, maps, resnet_v2
 from strongpose.config import Config
 
 PACKAGE = "strongpose"
-OUTPUT_KEYS: tuple[str, ...] = ("heatmap_logits", "short", "mid", "long", "body_logits")
-INTERMEDIATE_KEYS: tuple[str, ...] = ("inter_heatmap_logits", "inter_short")
+# Output keys and head channels come from the map table (strongpose/maps.py).
+OUTPUT_KEYS: tuple[str, ...] = maps.OUTPUT_KEYS
+INTERMEDIATE_KEYS: tuple[str, ...] = tuple(
+    maps.intermediate_output_key(key) for key in maps.INTERMEDIATE)
+# The offset maps OffsetRefinement scales and refines, in its input/output order.
+_REFINED: tuple[str, ...] = ("short", "mid", "long")
 
 Tensor = Any  # a backend tensor (tf.Tensor, jax.Array, ...) or array-like
 
@@ -204,6 +209,13 @@ class ScaleToFloat32(keras.layers.Layer):
         return config
 
 
+def _nearest_sizes(size: int, s: int) -> str:
+    """The valid sizes ``s*n + 1`` (n >= 1) next to an invalid ``size``, as words."""
+    above = geometry.padded_size(max(int(size), 1), s)
+    below = s * ((int(size) - 1) // s) + 1
+    return f"nearest: {below} or {above}" if s < below < size else f"nearest: {above}"
+
+
 def _assert_size_at_run_time(images: Tensor, s: int) -> Tensor:
     """TensorFlow only: ``images`` once its dynamic height and width are checked to be ``s*n + 1``."""
     import tensorflow as tf  # only reached on the TensorFlow backend
@@ -236,7 +248,7 @@ class Preprocess(keras.layers.Layer):
         for axis, size in ((1, images.shape[1]), (2, images.shape[2])):
             if size is not None and (size <= s or (size - 1) % s):
                 raise ValueError(f"input {'height' if axis == 1 else 'width'} {size} is not "
-                                 f"s*n + 1 for output stride {s} (e.g. {8 * s + 1})")
+                                 f"s*n + 1 for output stride {s} ({_nearest_sizes(size, s)})")
         images = ops.cast(images, "float32")
         if keras.backend.backend() == "tensorflow" and None in tuple(images.shape[1:3]):
             images = _assert_size_at_run_time(images, s)
@@ -259,6 +271,12 @@ def _heads(features, channels: dict[str, int], head_channels: int, prefix: str) 
                                        name=f"{prefix}head_conv")(features)
     return {key: keras.layers.Conv2D(c, 1, name=f"{prefix}{key}_head")(features)
             for key, c in channels.items()}
+
+
+def _offset_scale(spec: maps.MapSpec, radius: float, done: Sequence[str]) -> float:
+    """Factor on a raw head: offset heads predict O(1) numbers, ``radius`` * that is pixels
+    (1.0 for maps that are not offsets, or whose scaling ``done`` names as done already)."""
+    return radius if spec.kind.endswith("_offset") and spec.key not in done else 1.0
 
 
 def freeze_batchnorm(model: keras.Model) -> int:
@@ -297,7 +315,7 @@ def build_model(cfg: Config, output_stride: int | None = None,
     stride = m.output_stride if output_stride is None else int(output_stride)
     if stride not in (8, 16, 32):
         raise ValueError(f"output_stride {stride} is not 8, 16 or 32")
-    k, e = cfg.skeleton.num_keypoints, cfg.skeleton.num_edges
+    sk = cfg.skeleton
     radius = cfg.codec.disk_radius
 
     backbone = resnet_v2.build_backbone(m.backbone, output_stride=stride, name="resnet_v2")
@@ -309,23 +327,24 @@ def build_model(cfg: Config, output_stride: int | None = None,
 
     image = keras.Input(shape=(None, None, 3), name="image")
     feats = backbone(Preprocess(stride, name="preprocess")(image))
-    raw = _heads(feats["features"], {"heatmap_logits": k, "short": 2 * k, "mid": 4 * e,
-                                     "long": 2 * k, "body_logits": 1}, m.head_channels, "")
-    short, mid, long = OffsetRefinement(
-        cfg.skeleton.directed_edges, stride, radius, m.mid_refine_steps, m.long_refine_steps,
-        name="offset_refinement")([raw["short"], raw["mid"], raw["long"]])
-    outputs = {
-        "heatmap_logits": ScaleToFloat32(name="heatmap_logits")(raw["heatmap_logits"]),
-        # Named float32 pass-throughs so the outputs carry their keys as names.
-        "short": ScaleToFloat32(name="short")(short),
-        "mid": ScaleToFloat32(name="mid")(mid),
-        "long": ScaleToFloat32(name="long")(long),
-        "body_logits": ScaleToFloat32(name="body_logits")(raw["body_logits"]),
-    }
+    # Heads named "<output key>_head" (e.g. heatmap_logits_head), in table order.
+    raw = _heads(feats["features"], {spec.output_key: spec.channels(sk) for spec in maps.MAPS},
+                 m.head_channels, "")
+    refined = OffsetRefinement(
+        sk.directed_edges, stride, radius, m.mid_refine_steps, m.long_refine_steps,
+        name="offset_refinement")([raw[key] for key in _REFINED])
+    raw.update(zip(_REFINED, refined))
+    # Float32 outputs named by their keys; offsets not refined above are scaled to pixels.
+    outputs = {spec.output_key: ScaleToFloat32(_offset_scale(spec, radius, _REFINED),
+                                               name=spec.output_key)(raw[spec.output_key])
+               for spec in maps.MAPS}
     if training_outputs and m.intermediate_supervision:
-        inter = _heads(feats["mid_features"], {"heatmap_logits": k, "short": 2 * k},
+        specs = [maps.SPECS[key] for key in maps.INTERMEDIATE]
+        inter = _heads(feats["mid_features"],
+                       {spec.output_key: spec.channels(sk) for spec in specs},
                        m.head_channels, "inter_")
-        outputs["inter_heatmap_logits"] = ScaleToFloat32(name="inter_heatmap_logits")(
-            inter["heatmap_logits"])
-        outputs["inter_short"] = ScaleToFloat32(radius, name="inter_short")(inter["short"])
+        for spec in specs:
+            key = maps.intermediate_output_key(spec.key)
+            outputs[key] = ScaleToFloat32(_offset_scale(spec, radius, ()), name=key)(
+                inter[spec.output_key])
     return keras.Model(image, outputs, name="strongpose")

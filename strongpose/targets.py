@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 import tensorflow as tf
 
-from strongpose import geometry
+from strongpose import geometry, maps
 from strongpose.skeleton import Skeleton
 
 if TYPE_CHECKING:  # pragma: no cover - typing only (no runtime import of the config)
@@ -26,9 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only (no runtime import of the co
 
 INPUT_KEYS: tuple[str, ...] = (
     "keypoints", "num_people", "person_masks", "has_mask", "crowd_mask", "unannotated_mask")
-MAP_KEYS: tuple[str, ...] = ("heatmap", "short", "mid", "long", "body")
-WEIGHT_KEYS: tuple[str, ...] = (
-    "heatmap_weight", "short_weight", "mid_weight", "long_weight", "body_weight")
+MAP_KEYS: tuple[str, ...] = maps.MAP_KEYS          # the table in strongpose/maps.py
+WEIGHT_KEYS: tuple[str, ...] = maps.WEIGHT_KEYS
 
 # Batched rank of each input (a single example has one less).
 _BATCHED_RANK = {"keypoints": 4, "num_people": 1, "person_masks": 4, "has_mask": 2,
@@ -312,9 +311,10 @@ def _encode_batch(x: Mapping[str, tf.Tensor], *, skeleton: Skeleton, stride: flo
         "long_weight": f32(long_w),
         "body_weight": f32(~crowd)[..., None],
     }
-    channels = {"heatmap": k_count, "short": 2 * k_count, "mid": 2 * len(dir_edges),
-                "long": 2 * k_count, "body": 1, "heatmap_weight": k_count,
-                "short_weight": k_count, "mid_weight": len(dir_edges),
-                "long_weight": k_count, "body_weight": 1}
+    channels = {spec.key: spec.channels(skeleton) for spec in maps.MAPS}
+    channels.update({spec.weight_key: spec.weight_channels(skeleton) for spec in maps.MAPS})
+    if set(out) != set(channels):  # a map added to strongpose/maps.py needs its encoder here
+        raise NotImplementedError(f"targets: encoder writes {sorted(out)}, the map table has "
+                                  f"{sorted(channels)}")
     batch = kp.shape[0]
     return {key: tf.ensure_shape(v, [batch, h, w, channels[key]]) for key, v in out.items()}
