@@ -15,8 +15,10 @@ Sources (``load_backbone_weights(backbone, source, depth)``):
 
 The classifier (Keras ``predictions``, slim ``logits``) and slim's ``global_step`` are known
 extras and skipped. Anything else that does not match (a missing or unexpected variable, a
-wrong shape) raises :class:`WeightsMismatchError` listing every offender, before anything is
-assigned: a backbone is never half loaded.
+wrong shape) raises :class:`WeightsMismatchError` before anything is assigned: a backbone
+is never half loaded. When the source is for another depth (its units per stack, read off
+its 3x3 kernels by :func:`detect_depth`, are another backbone's) the error says so first:
+"weights from X are for resnet50, the backbone is resnet101"; then a few of the offenders.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from typing import Iterable, Mapping, Optional
 
 import h5py
@@ -32,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from strongpose.backbones import SPECS
 from strongpose.resnet_v2 import backbone_spec, unit_schedule
 
 log = logging.getLogger(__name__)
@@ -46,23 +50,50 @@ SLIM_UNIT_PART = {"preact_bn": "preact", "0_conv": "shortcut", "1_conv": "conv1"
                   "1_bn": "conv1/BatchNorm", "2_conv": "conv2", "2_bn": "conv2/BatchNorm",
                   "3_conv": "conv3"}
 _UNIT_LAYER = re.compile(r"^conv(\d+)_block(\d+)_(" + "|".join(SLIM_UNIT_PART) + r")$")
-_LISTED = 20                                  # offenders listed per kind in an error
+_LISTED = 5                                   # at most this many offenders listed per kind ...
+_LINE_CHARS = 300                             # ... and no more than about this many characters
 
 
 class WeightsMismatchError(ValueError):
-    """A weights source that does not fit the backbone; lists every offender."""
+    """A weights source that does not fit the backbone.
+
+    ``missing``, ``unexpected`` and ``wrong_shape`` hold every offender; the message lists a
+    few of each (``... and N more``). When the source is recognisably for another depth
+    (``source_depth``, from its units per stack) the message leads with that.
+    """
 
     def __init__(self, source: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-                 wrong_shape: Iterable[str] = ()):
+                 wrong_shape: Iterable[str] = (), *, source_depth: Optional[str] = None,
+                 depth: Optional[str] = None):
+        self.source, self.source_depth, self.depth = source, source_depth, depth
         self.missing, self.unexpected, self.wrong_shape = list(missing), list(unexpected), list(wrong_shape)
-        parts = [f"weights from {source} do not match the backbone:"]
-        for label, items in (("missing from the source", self.missing),
-                             ("in the source but not in the backbone", self.unexpected),
-                             ("wrong shape", self.wrong_shape)):
-            if items:
-                more = f" ... and {len(items) - _LISTED} more" if len(items) > _LISTED else ""
-                parts.append(f"  {len(items)} {label}: " + ", ".join(items[:_LISTED]) + more)
-        super().__init__("\n".join(parts))
+        kinds = [(label, items) for label, items in (("missing from the source", self.missing),
+                                                     ("in the source but not in the backbone", self.unexpected),
+                                                     ("wrong shape", self.wrong_shape)) if items]
+        counts = ", ".join(f"{len(items)} {label}" for label, items in kinds)
+        if source_depth and depth and source_depth != depth:
+            head = (f"weights from {source} are for {source_depth}, the backbone is {depth}: "
+                    f"build the backbone as {source_depth} or use {depth} weights ({counts})")
+        else:
+            head = f"weights from {source} do not match the backbone ({counts})"
+        lines = [head] + [f"  {label}: {_shortlist(items)}" for label, items in kinds]
+        super().__init__("\n".join(lines))
+
+    def with_depths(self, source_depth: str, depth: str) -> "WeightsMismatchError":
+        """The same mismatch, its message led by "weights ... are for X, the backbone is Y"."""
+        return WeightsMismatchError(self.source, self.missing, self.unexpected, self.wrong_shape,
+                                    source_depth=source_depth, depth=depth)
+
+
+def _shortlist(items: list[str]) -> str:
+    """The first few ``items`` joined by commas, then ``... and N more``."""
+    shown: list[str] = []
+    for item in items[:_LISTED]:
+        if shown and sum(len(x) + 2 for x in shown) + len(item) > _LINE_CHARS:
+            break
+        shown.append(item)
+    more = f" ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    return ", ".join(shown) + more
 
 
 # ---------------------------------------------------------------- names
@@ -213,7 +244,7 @@ def read_slim_checkpoint(prefix: str, backbone: keras.Model, scope: Optional[str
     shapes = reader.get_variable_to_shape_map()
     scope = scope or find_slim_scope(shapes)
     if scope is None:
-        raise WeightsMismatchError(prefix, unexpected=sorted(shapes)[:_LISTED],
+        raise WeightsMismatchError(prefix, unexpected=sorted(shapes),
                                    missing=["<scope>/conv1/weights (no single ResNet v2 scope found)"])
     to_slim = {key: keras_to_slim_name(key, scope) for key in backbone_variables(backbone)}
     from_slim = {s: k for k, s in to_slim.items()}
@@ -226,6 +257,58 @@ def read_slim_checkpoint(prefix: str, backbone: keras.Model, scope: Optional[str
         else:
             unexpected.append(name)
     return values, unexpected, to_slim
+
+
+# ------------------------------------------------------------- depth
+def units_per_stack(kernel_shapes: Iterable[Iterable[int]]) -> tuple[int, ...]:
+    """Bottleneck units per stack of a ResNet v2, counted from its kernel shapes.
+
+    Every bottleneck unit has exactly one 3x3 convolution, whose output width is the
+    bottleneck width of its stack (one width per stack, growing stack by stack); so the
+    3x3 kernels counted by output width, narrowest first, are the units per stack:
+    ``(3, 4, 23, 3)`` for ResNet-101. Shapes are ``(h, w, in, out)`` (Keras and TF-slim).
+    """
+    widths = Counter(int(shape[3]) for shape in map(tuple, kernel_shapes)
+                     if len(shape) == 4 and shape[0] == 3 and shape[1] == 3)
+    return tuple(widths[w] for w in sorted(widths))
+
+
+def depth_for_units(units: Iterable[int]) -> Optional[str]:
+    """The backbone (``backbones.SPECS``) with these units per stack, or None."""
+    units = tuple(units)
+    for name, spec in SPECS.items():
+        if spec.units == units:
+            return name
+    return None
+
+
+def _source_kernel_shapes(source: str) -> list[tuple[int, ...]]:
+    """Shapes of the 4-D weights in an .h5 file or of the ``.../weights`` of a checkpoint."""
+    shapes: list[tuple[int, ...]] = []
+    if source.endswith((".h5", ".hdf5")) and os.path.isfile(source):
+        def visit(_name: str, obj) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.ndim == 4:
+                shapes.append(tuple(obj.shape))
+
+        with h5py.File(source, "r") as f:
+            root = f["layers"] if "layers" in f else f["model_weights"] if "model_weights" in f else f
+            root.visititems(visit)
+    elif is_checkpoint(source):
+        reader = tf.train.load_checkpoint(source)
+        shapes = [tuple(s) for n, s in reader.get_variable_to_shape_map().items() if n.endswith("/weights")]
+    return shapes
+
+
+def detect_depth(source: str) -> Optional[str]:
+    """Which backbone (``"resnet50"``, ...) a weights file or TF-slim checkpoint is for.
+
+    Read off the units per stack of its 3x3 kernels (:func:`units_per_stack`); None when
+    ``source`` cannot be read or its units are no known backbone's.
+    """
+    try:
+        return depth_for_units(units_per_stack(_source_kernel_shapes(source)))
+    except (OSError, ValueError, tf.errors.OpError):
+        return None
 
 
 # ------------------------------------------------------------- assigning
@@ -267,7 +350,7 @@ def load_backbone_weights(backbone: keras.Model, source: str, depth: str,
         backbone: the model from :func:`strongpose.resnet_v2.build_backbone`.
         source: ``"imagenet"``, a ``.weights.h5`` / legacy ``.h5`` Keras weights file, or a
             TF-slim checkpoint prefix (``.../resnet_v2_101.ckpt``).
-        depth: the backbone's depth (``config.BACKBONES``); picks Keras' ImageNet model.
+        depth: the backbone's depth (``backbones.BACKBONES``); picks Keras' ImageNet model.
         scope: TF-slim variable scope; default: found in the checkpoint.
         progress: show a progress bar while reading a checkpoint.
 
@@ -275,22 +358,29 @@ def load_backbone_weights(backbone: keras.Model, source: str, depth: str,
         The number of variables loaded (all of the backbone's).
 
     Raises:
-        WeightsMismatchError: the source does not fit (listing every offender); nothing loaded.
+        WeightsMismatchError: the source does not fit (led by "... are for resnet50, the
+            backbone is resnet101" when it is for another depth); nothing loaded.
         FileNotFoundError: ``source`` is not "imagenet" and no such file or checkpoint exists.
     """
     check_depth(backbone, depth)
-    if source == "imagenet":
-        n = assign_weights(backbone, _keras_app_weights(depth), f"Keras ImageNet {KERAS_APPS[depth]}")
-    elif source.endswith(".weights.h5") and os.path.isfile(source):
-        values, unexpected = read_keras3_weights(source, backbone)
-        n = assign_weights(backbone, values, source, unexpected)
-    elif source.endswith((".h5", ".hdf5")) and os.path.isfile(source):
-        n = assign_weights(backbone, read_legacy_h5(source), source)
-    elif is_checkpoint(source):
-        values, unexpected, to_slim = read_slim_checkpoint(source, backbone, scope, progress)
-        n = assign_weights(backbone, values, source, unexpected, aliases=to_slim)
-    else:
-        raise FileNotFoundError(f"weights source {source!r}: not 'imagenet', an existing .weights.h5 "
-                                "/ .h5 file, or a TF checkpoint prefix (no such file or .index)")
+    try:
+        if source == "imagenet":
+            n = assign_weights(backbone, _keras_app_weights(depth), f"Keras ImageNet {KERAS_APPS[depth]}")
+        elif source.endswith(".weights.h5") and os.path.isfile(source):
+            values, unexpected = read_keras3_weights(source, backbone)
+            n = assign_weights(backbone, values, source, unexpected)
+        elif source.endswith((".h5", ".hdf5")) and os.path.isfile(source):
+            n = assign_weights(backbone, read_legacy_h5(source), source)
+        elif is_checkpoint(source):
+            values, unexpected, to_slim = read_slim_checkpoint(source, backbone, scope, progress)
+            n = assign_weights(backbone, values, source, unexpected, aliases=to_slim)
+        else:
+            raise FileNotFoundError(f"weights source {source!r}: not 'imagenet', an existing .weights.h5 "
+                                    "/ .h5 file, or a TF checkpoint prefix (no such file or .index)")
+    except WeightsMismatchError as exc:
+        found = detect_depth(source) if source != "imagenet" else None
+        if found is not None and found != depth:
+            raise exc.with_depths(found, depth) from None
+        raise
     log.info("loaded %d backbone variables from %s", n, source)
     return n

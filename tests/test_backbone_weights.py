@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from strongpose.backbone_weights import (WeightsMismatchError, backbone_variables, find_slim_scope,
-                                         keras3_h5_names, keras_to_slim_name, load_backbone_weights,
-                                         slim_scope)
+from strongpose.backbone_weights import (WeightsMismatchError, backbone_variables, depth_for_units,
+                                         detect_depth, find_slim_scope, keras3_h5_names,
+                                         keras_to_slim_name, load_backbone_weights, slim_scope,
+                                         units_per_stack)
+from strongpose.backbones import SPECS, BackboneSpec
 from strongpose.convert_checkpoint import main as convert_main
 from strongpose.convert_checkpoint import parse_depth
 from strongpose.resnet_v2 import build_backbone
@@ -144,10 +146,61 @@ def test_wrong_depth_file_is_refused_and_nothing_loaded(keras_resnet50_file):
         load_backbone_weights(tiny, path, "tiny")
     e = err.value
     assert "conv1_conv/kernel: (7, 7, 3, 64) != (7, 7, 3, 16)" in e.wrong_shape
+    assert str(e).startswith(f"weights from {path} are for resnet50, the backbone is tiny")
     assert "wrong shape" in str(e) and "more" in str(e)                # long lists are cut short
+    assert len(str(e)) < 1200 and len(str(e).splitlines()) == 4
     assert "layers/conv2d_52/vars/0" in e.unexpected                   # resnet50 has more layers
     for k, v in values_of(tiny).items():
         np.testing.assert_array_equal(v, before[k])
+
+
+# ------------------------------------------------------------ other depths
+@pytest.fixture
+def narrow_specs(monkeypatch):
+    """ResNet-50/101/152 with their units per stack but tiny's widths: cheap to build."""
+    tiny = SPECS["tiny"]
+    for name in ("resnet50", "resnet101", "resnet152"):
+        units = SPECS[name].units
+        monkeypatch.setitem(SPECS, name, BackboneSpec(tiny.root_filters, tuple(
+            (width, n) for (width, _), n in zip(tiny.stacks, units))))
+
+
+def test_units_per_stack_name_the_depth():
+    assert depth_for_units((3, 4, 23, 3)) == "resnet101" and depth_for_units((3, 4, 6, 3)) == "resnet50"
+    assert depth_for_units((2, 2, 2, 2)) == "tiny" and depth_for_units((1, 2)) is None
+    shapes = [v.shape for v in build_backbone("tiny", 8).weights]
+    assert units_per_stack(shapes) == (2, 2, 2, 2)
+    assert units_per_stack([(7, 7, 3, 64), (1, 1, 64, 64), (3, 3, 64, 64), (3, 3, 128, 128)]) == (1, 1)
+
+
+def test_weights_for_another_depth_say_so_first(narrow_specs, tmp_path):
+    src = build_backbone("resnet50", 32)
+    randomise(src, seed=11)
+    path = str(tmp_path / "r50.weights.h5")
+    src.save_weights(path)
+    assert detect_depth(path) == "resnet50"
+    net = build_backbone("resnet101", 16)
+    before = values_of(net)
+    with pytest.raises(WeightsMismatchError) as err:
+        load_backbone_weights(net, path, "resnet101")
+    e = err.value
+    msg = str(e)
+    assert msg.startswith(f"weights from {path} are for resnet50, the backbone is resnet101")
+    assert (e.source_depth, e.depth) == ("resnet50", "resnet101")
+    assert len(e.missing) > 200 and f"... and {len(e.missing) - 5} more" in msg   # the list, cut short
+    assert len(msg) < 1200 and max(len(line) for line in msg.splitlines()) < 400
+    for k, v in values_of(net).items():                                        # nothing loaded
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_checkpoint_for_another_depth_says_so_first(narrow_specs, tmp_path):
+    prefix = str(tmp_path / "resnet_v2_152.ckpt")
+    write_slim_checkpoint(prefix, slim_tensors("resnet152", seed=4))
+    assert detect_depth(prefix) == "resnet152"
+    with pytest.raises(WeightsMismatchError,
+                       match=r"^weights from .*resnet_v2_152.ckpt are for resnet152, the backbone is resnet101"):
+        load_backbone_weights(build_backbone("resnet101", 32), prefix, "resnet101")
+    assert detect_depth(str(tmp_path / "missing.ckpt")) is None
 
 
 # -------------------------------------------------------------- slim
@@ -182,6 +235,7 @@ def test_slim_mismatch_lists_offenders_and_loads_nothing(tmp_path):
     assert e.unexpected == ["resnet_v2_tiny/block9/unit_1/bottleneck_v2/conv1/weights"]
     assert len(e.wrong_shape) == 1 and e.wrong_shape[0].startswith("conv4_block2_2_bn/gamma")
     assert "(5,) != (32,)" in str(e) and "block9/unit_1" in str(e)
+    assert str(e).startswith(f"weights from {prefix} do not match the backbone (1 missing")  # same depth
     for k, v in values_of(net).items():
         np.testing.assert_array_equal(v, before[k])
 
