@@ -6,7 +6,11 @@
 
 A result is ``{"image_id", "category_id", "keypoints": [x, y, v, ...] (v = keypoint score),
 "score", "bbox": [x, y, w, h]}`` plus ``"segmentation"`` (compressed RLE, counts as str)
-where the person has a mask. :func:`evaluate` hands COCOeval only the fields of the
+where the person has a mask. Results hold finite numbers only: building, saving or
+loading a result with NaN or Infinity is a ``ValueError`` naming the image and the field
+(JSON has no NaN, and COCOeval would rank or score such a detection arbitrarily).
+:func:`save_results` writes atomically (a temporary file, then ``os.replace``): a failed
+save leaves no half-written file. :func:`evaluate` hands COCOeval only the fields of the
 chosen iou type (keypoints: keypoints + score; segm: segmentation + score, people
 without a mask left out), so that pycocotools computes the detection areas the
 standard way (from the keypoints' extent, or the mask) rather than from the bbox.
@@ -17,6 +21,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import os
+import secrets
 from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol, Sequence
 
@@ -51,8 +58,61 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def _field_label(key: str, index: Optional[int]) -> str:
+    """``keypoints[7] (keypoint 2, y)``, ``bbox[2] (w)``, ``score``: a result field for messages."""
+    if index is None:
+        return key
+    if key == "keypoints":
+        return f"{key}[{index}] (keypoint {index // 3}, {('x', 'y', 'score')[index % 3]})"
+    if key == "bbox" and index < 4:
+        return f"{key}[{index}] ({('x', 'y', 'w', 'h')[index]})"
+    return f"{key}[{index}]"
+
+
+def _non_finite(value: Any) -> Optional[tuple[Optional[int], Any]]:
+    """The first non-finite number in a number or a (nested) list: (index or None, value)."""
+    if isinstance(value, (float, np.floating)):
+        return None if math.isfinite(value) else (None, value)
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, (int, float)) for v in value) and all(map(math.isfinite, value)):
+            return None                                  # the common case, at C speed
+        for i, v in enumerate(value):
+            bad = _non_finite(v)
+            if bad is not None:
+                return i, bad[1]
+    if isinstance(value, dict):
+        for v in value.values():
+            bad = _non_finite(v)
+            if bad is not None:
+                return bad
+    return None
+
+
+def check_finite(result: dict[str, Any], label: str = "result") -> None:
+    """Raise ``ValueError`` if a number of ``result`` is NaN or +-Infinity.
+
+    The message names ``label`` (e.g. ``"result 3"``), the result's image id and the field
+    (with the keypoint and coordinate for ``keypoints``): ``"result 3 of image 17:
+    keypoints[7] (keypoint 2, y) is nan; ..."``.
+    """
+    for key, value in result.items():
+        bad = _non_finite(value)
+        if bad is not None:
+            index, number = bad
+            if key == "segmentation":
+                index = None
+            raise ValueError(
+                f"{label} of image {result.get('image_id')!r}: {_field_label(key, index)} "
+                f"is {float(number)!r}; COCO results hold finite numbers only (no NaN or Infinity)")
+
+
 def person_to_result(person: PersonLike, image_id: int, category_id: int = 1) -> dict[str, Any]:
-    """One detected person as a COCO result dict."""
+    """One detected person as a COCO result dict; NaN or Infinity is a ``ValueError``."""
+    return _person_to_result(person, image_id, category_id, "person")
+
+
+def _person_to_result(person: PersonLike, image_id: int, category_id: int,
+                      label: str) -> dict[str, Any]:
     kps = np.asarray(person.keypoints, dtype=np.float64)
     if kps.ndim != 2 or kps.shape[1] != 3:
         raise ValueError(f"person keypoints must be (K, 3), got shape {kps.shape}")
@@ -66,6 +126,7 @@ def person_to_result(person: PersonLike, image_id: int, category_id: int = 1) ->
         "score": float(person.score),
         "bbox": box,
     }
+    check_finite(result, label)
     mask = getattr(person, "mask", None)
     if mask is not None:
         result["segmentation"] = encode_mask(mask)
@@ -74,21 +135,48 @@ def person_to_result(person: PersonLike, image_id: int, category_id: int = 1) ->
 
 def people_to_results(people: Iterable[PersonLike], image_id: int,
                       category_id: int = 1) -> list[dict[str, Any]]:
-    """The detected people of one image as COCO result dicts."""
-    return [person_to_result(p, image_id, category_id) for p in people]
+    """The detected people of one image as COCO result dicts (see :func:`person_to_result`)."""
+    return [_person_to_result(p, image_id, category_id, f"person {i}")
+            for i, p in enumerate(people)]
 
 
 def save_results(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write results as a COCO results JSON (e.g. a test-dev submission file)."""
+    """Write results as a COCO results JSON (e.g. a test-dev submission file).
+
+    Every result is checked first (:func:`check_finite`: NaN or Infinity is a
+    ``ValueError`` naming the result, its image id and the field) and the JSON is
+    written with ``allow_nan=False``. The file is written to a temporary file beside
+    ``path`` and moved into place with ``os.replace``: on any failure ``path`` keeps
+    what it held before (or stays absent) and no temporary file is left.
+    """
     path = Path(path)
+    results = list(results)
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise ValueError(f"result {i} is a {type(r).__name__}, not a dict")
+        check_finite(r, f"result {i}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(list(results), fh)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as open(): umask applies
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:
-    """Read a COCO results JSON written by :func:`save_results` (or anyone)."""
+    """Read a COCO results JSON written by :func:`save_results` (or anyone).
+
+    A file holding ``NaN``, ``Infinity`` or ``-Infinity`` (Python's json writes them unless
+    told not to) is a ``ValueError`` naming the result, its image id and the field.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file {str(path)!r} does not exist")
@@ -103,6 +191,11 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
         missing = {"image_id", "category_id", "score"} - set(r)
         if missing:
             raise ValueError(f"{path}: result {i} lacks {sorted(missing)}")
+        try:
+            check_finite(r, f"result {i}")
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}. The file holds NaN or Infinity, which JSON does "
+                             f"not allow: write it again with finite numbers") from None
     return data
 
 

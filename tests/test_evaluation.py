@@ -2,6 +2,9 @@
 
 import contextlib
 import io
+import json
+import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -12,8 +15,9 @@ from pycocotools.cocoeval import COCOeval
 
 from coco_synth import write_synth_coco
 from strongpose.coco import CocoKeypoints
-from strongpose.evaluation import (METRIC_NAMES, encode_mask, evaluate, load_results,
-                                   people_to_results, save_results)
+from strongpose.evaluation import (METRIC_NAMES, check_finite, encode_mask, evaluate,
+                                   load_results, people_to_results, person_to_result,
+                                   save_results)
 from strongpose.skeleton import COCO_SKELETON, Skeleton
 
 
@@ -184,3 +188,90 @@ def test_results_file_round_trip(tmp_path, synth, coco):
     (tmp_path / "lack.json").write_text('[{"image_id": 1}]')
     with pytest.raises(ValueError, match="lacks"):
         load_results(tmp_path / "lack.json")
+
+
+# ----------------------------------------------------------- no NaN or Infinity, ever
+def _person(**change):
+    kps = np.tile(np.float32([10.0, 20.0, 0.5]), (17, 1))
+    fields = dict(keypoints=kps, score=0.8, box=(1.0, 2.0, 3.0, 4.0))
+    fields.update(change)
+    return P(**fields)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_people_are_refused_naming_image_and_field(bad):
+    kps = _person().keypoints.copy()
+    kps[2, 1] = bad                                       # keypoint 2, y: flat index 7
+    with pytest.raises(ValueError, match=r"person 1 of image 42: keypoints\[7\] \(keypoint 2, y\)"):
+        people_to_results([_person(), _person(keypoints=kps)], image_id=42)
+    with pytest.raises(ValueError, match=r"of image 42: score is .*finite numbers only"):
+        person_to_result(_person(score=bad), image_id=42)
+    with pytest.raises(ValueError, match=r"person 0 of image 7: bbox\[3\] \(h\)"):
+        people_to_results([_person(box=(0.0, 0.0, 1.0, bad))], image_id=7)
+    kps = _person().keypoints.copy()
+    kps[16, 2] = bad                                      # a keypoint score
+    with pytest.raises(ValueError, match=r"keypoints\[50\] \(keypoint 16, score\)"):
+        people_to_results([_person(keypoints=kps)], image_id=7)
+
+
+def test_check_finite_accepts_finite_and_ignores_text():
+    r = person_to_result(_person(mask=np.eye(4, dtype=bool)), image_id=3)
+    check_finite(r)                                       # RLE counts are text: fine
+    check_finite({"image_id": 1, "score": 1, "keypoints": [0, 1.5, True], "extra": "nan"})
+    with pytest.raises(ValueError, match=r"result of image 1: area is nan"):
+        check_finite({"image_id": 1, "score": 1.0, "area": np.float32("nan")})
+
+
+def test_save_refuses_non_finite_and_writes_nothing(tmp_path):
+    good = person_to_result(_person(), image_id=5)
+    path = tmp_path / "sub" / "results.json"
+    for field, value in (("score", math.nan), ("bbox", [0.0, math.inf, 1.0, 1.0]),
+                         ("keypoints", good["keypoints"][:-1] + [-math.inf])):
+        bad = dict(good, image_id=9, **{field: value})
+        with pytest.raises(ValueError, match=rf"result 1 of image 9: {field}"):
+            save_results([good, bad], path)
+        assert not path.exists()
+        assert not path.parent.exists() or os.listdir(path.parent) == []
+
+
+def test_save_is_atomic(tmp_path):
+    """A failed save leaves the old file as it was, and no temporary file."""
+    path = tmp_path / "results.json"
+    good = [person_to_result(_person(), image_id=5)]
+    save_results(good, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="score is inf"):
+        save_results(good + [dict(good[0], score=math.inf)], path)
+    with pytest.raises(TypeError):                        # fails half-way through json.dump
+        save_results(good + [dict(good[0], extra=object())], path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["results.json"]
+    # A successful save replaces the file whole; its mode is an ordinary file's.
+    save_results(good * 3, path)
+    assert load_results(path) == good * 3
+    assert sorted(os.listdir(tmp_path)) == ["results.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_saved_file_is_strict_json(tmp_path):
+    path = save_results([person_to_result(_person(), image_id=5)], tmp_path / "r.json")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the file"))
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_load_rejects_nan_and_infinity(tmp_path, token):
+    rows = [{"image_id": 1, "category_id": 1, "score": 0.5, "keypoints": [1.0, 2.0, 0.5]},
+            {"image_id": 8, "category_id": 1, "score": 0.5, "keypoints": [1.0, 2.0, 0.5]}]
+    text = json.dumps(rows).replace("2.0", token, 2)     # keypoints[1] of both; first is named
+    path = tmp_path / "nan.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"result 0 of image 1: keypoints\[1\] \(keypoint 0, y\)"
+                       r" is -?(nan|inf).*JSON does not allow"):
+        load_results(path)
+    path.write_text(json.dumps(rows[:1] + [dict(rows[1], score=0.0)]).replace("0.0", token))
+    with pytest.raises(ValueError, match=r"nan.json: result 1 of image 8: score is"):
+        load_results(path)
