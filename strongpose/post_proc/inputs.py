@@ -45,7 +45,7 @@ def check_maps(maps: Mapping[str, Any], keys: Iterable[str], skeleton: Skeleton)
 
 
 def _check_values(key: str, arr: np.ndarray) -> None:
-    if not np.isfinite(arr).all():
+    if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():   # NaN/Inf reach the sum
         bad = int(arr.size - np.isfinite(arr).sum())
         raise ValueError(f"{_WHERE}: {key!r} holds {bad} NaN/Inf value(s); the network "
                          f"diverged or the map was built wrongly; nothing was decoded")

@@ -33,14 +33,14 @@ class Bilinear:
     """Bilinear reads of (h, w, C) maps at points ``xy`` (M, 2) in input pixels.
 
     Points off the map read its border. The corner cells and weights are computed once
-    and shared by every map read at these points.
+    and shared by every map read at the same points.
     """
 
     def __init__(self, xy: np.ndarray, shape: tuple[int, ...], stride: int) -> None:
         h, w = shape[:2]
         inv = np.float32(1.0 / stride)
-        u = np.clip(xy[:, 0] * inv, np.float32(0), np.float32(w - 1))
-        v = np.clip(xy[:, 1] * inv, np.float32(0), np.float32(h - 1))
+        u = np.minimum(np.maximum(xy[:, 0] * inv, np.float32(0)), np.float32(w - 1))
+        v = np.minimum(np.maximum(xy[:, 1] * inv, np.float32(0)), np.float32(h - 1))
         j0 = np.minimum(np.floor(u), np.float32(max(w - 2, 0)))
         i0 = np.minimum(np.floor(v), np.float32(max(h - 2, 0)))
         self.fx, self.fy = u - j0, v - i0
@@ -75,27 +75,29 @@ class Snapper:
     still lands exactly on the keypoint; a point with no heat around it stays put.
     """
 
-    votes: np.ndarray       # (h, w, 2K): heat_k(p) * (p + S_k(p))
-    heat: np.ndarray        # (h, w, K)
+    field: np.ndarray       # (h, w, 3K): heat_k(p) * (p + S_k(p)) as x (K), y (K), then heat_k(p) (K)
     stride: int
     steps: int
 
     @classmethod
     def build(cls, heatmap: np.ndarray, short: np.ndarray, stride: int, steps: int) -> "Snapper":
         """The snap field of one image's heat map (h, w, K) and short offsets (h, w, 2K)."""
-        h, w, k = heatmap.shape
-        points = short.reshape(h, w, k, 2) + cell_points(h, w, stride)[:, :, None, :]
-        votes = (points * heatmap[..., None]).reshape(h, w, 2 * k)
-        return cls(votes=votes, heat=heatmap, stride=stride, steps=steps)
+        h, w, _ = heatmap.shape
+        cells = cell_points(h, w, stride)
+        vote_x = (short[..., 0::2] + cells[..., :1]) * heatmap
+        vote_y = (short[..., 1::2] + cells[..., 1:]) * heatmap
+        return cls(field=np.concatenate([vote_x, vote_y, heatmap], axis=-1), stride=stride,
+                   steps=steps)
 
     def __call__(self, xy: np.ndarray, types: np.ndarray) -> np.ndarray:
         """Points xy (M, 2) of keypoint types (M,), snapped and clamped: (M, 2)."""
+        k = self.field.shape[-1] // 3
+        channels = np.asarray(types, np.intp)[:, None] + np.arange(0, 3 * k, k)
         for _ in range(self.steps):
-            at = Bilinear(xy, self.heat.shape, self.stride)
-            heat = at(self.heat, types)
-            vote = at.pairs(self.votes, types)
+            vote = Bilinear(xy, self.field.shape, self.stride)(self.field, channels)   # (M, 3)
+            heat = vote[:, 2:]
             ok = heat > 1e-6
-            xy = np.where(ok[:, None], vote / np.where(ok, heat, 1)[:, None], xy)
-        h, w = self.heat.shape[:2]
+            xy = np.where(ok, vote[:, :2] / np.where(ok, heat, np.float32(1)), xy)
+        h, w = self.field.shape[:2]
         hi = np.array([self.stride * (w - 1), self.stride * (h - 1)], np.float32)
-        return np.clip(xy, 0, hi).astype(np.float32)
+        return np.minimum(np.maximum(xy, np.float32(0)), hi).astype(np.float32, copy=False)

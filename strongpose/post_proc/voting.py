@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .sampling import cell_points
 
@@ -79,19 +78,35 @@ def find_candidates(strong: np.ndarray, score_map: np.ndarray, short: np.ndarray
                     stride: int, threshold: float, max_per_type: int,
                     max_total: int) -> Candidates:
     """Local maxima of the strong maps at or above ``threshold``, refined by the short
-    offset, best first (ties: raster order), one per quarter pixel and type, at most
-    ``max_per_type`` of each type and ``max_total`` in all."""
-    peaks = (strong >= threshold) & (strong > 0)
-    peaks &= strong == ndimage.maximum_filter(strong, size=(3, 3, 1), mode="constant")
-    i, j, k = np.nonzero(peaks)
+    offset, best first (ties: raster order): the first ``max_per_type`` of each type, of
+    those the first of each type and quarter pixel, and of those the first ``max_total``."""
+    i, j, k = _local_maxima(strong, threshold)
     order = np.argsort(-score_map[i, j, k], kind="stable")
     i, j, k = i[order], j[order], k[order]
     h, w = strong.shape[:2]
     offsets = short.reshape(h, w, -1, 2)[i, j, k]
     cands = Candidates(xy=cell_points(h, w, stride)[i, j] + offsets, types=k,
                        scores=score_map[i, j, k])
-    cands = cands.take(_first_per_quarter_pixel(cands))
-    return cands.take(_cap(cands.types, max_per_type)[:max_total])
+    cands = cands.take(_cap(cands.types, max_per_type))
+    return cands.take(_first_per_quarter_pixel(cands)[:max_total])
+
+
+def _local_maxima(strong: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
+    """Cells (i, j, k) with ``strong >= threshold``, ``> 0`` and equal to the maximum of
+    their 3x3 neighbourhood of type k (zeros outside), in raster order. Only cells above
+    the threshold are compared with their neighbours."""
+    h, w, k = strong.shape
+    i, j, t = np.nonzero((strong >= threshold) & (strong > 0))
+    padded = np.pad(strong, ((1, 1), (1, 1), (0, 0)))
+    flat = padded.reshape(-1)
+    centre = ((i + 1) * (w + 2) + (j + 1)) * k + t
+    value = flat[centre]
+    is_max = np.ones(i.size, bool)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            if di or dj:
+                is_max &= value >= flat[centre + (di * (w + 2) + dj) * k]
+    return i[is_max], j[is_max], t[is_max]
 
 
 def _first_per_quarter_pixel(cands: Candidates) -> np.ndarray:
