@@ -41,15 +41,38 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from strongpose import cli  # noqa: E402  (standard library only)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (with ``--debug``); usage errors exit 2 with one line."""
+    ap = cli.ArgumentParser(prog="decode_oracle.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--annotations", required=True, help="COCO person_keypoints_*.json")
+    ap.add_argument("--stride", type=int, choices=(8, 16), default=8)
+    ap.add_argument("--people", type=int, default=0, help="also time scenes of 1..N people")
+    ap.add_argument("--config", default=None, help="preset name or YAML path (default: defaults)")
+    ap.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    ap.add_argument("--json-out", default=None, help="also write the JSON summary here")
+    ap.add_argument("--match-px", type=float, default=4.0, help="grouping match radius (px)")
+    ap.add_argument("--repeats", type=int, default=3, help="decode repeats per --people scene")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. decoder.nms_radius=8")
+    args = ap.parse_args(argv)
+    if args.people < 0 or args.limit < 0 or args.repeats < 1:
+        ap.error("--people and --limit must be >= 0, --repeats >= 1")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()             # --help and usage errors end here, before TensorFlow is imported
+cli.import_tensorflow()      # TF_CPP_MIN_LOG_LEVEL=3 and its start-up lines dropped
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -286,23 +309,6 @@ def time_by_people(coco: CocoKeypoints, cfg: Config, stride: int, max_n: int,
 
 
 # -------------------------------------------------------------------------- main
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--annotations", required=True, help="COCO person_keypoints_*.json")
-    ap.add_argument("--stride", type=int, choices=(8, 16), default=8)
-    ap.add_argument("--people", type=int, default=0, help="also time scenes of 1..N people")
-    ap.add_argument("--config", default=None, help="preset name or YAML path (default: defaults)")
-    ap.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    ap.add_argument("--json-out", default=None, help="also write the JSON summary here")
-    ap.add_argument("--match-px", type=float, default=4.0, help="grouping match radius (px)")
-    ap.add_argument("--repeats", type=int, default=3, help="decode repeats per --people scene")
-    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. decoder.nms_radius=8")
-    args = ap.parse_args(argv)
-    if args.people < 0 or args.limit < 0 or args.repeats < 1:
-        ap.error("--people and --limit must be >= 0, --repeats >= 1")
-    return args
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # one trace per map size is expected: no retracing warnings
@@ -335,4 +341,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, prog="decode_oracle.py"))

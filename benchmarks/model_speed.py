@@ -31,13 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import keras  # noqa: E402
 
-from strongpose.config import load_config  # noqa: E402
+from strongpose import cli  # noqa: E402
+from strongpose.config import load_config  # noqa: E402  (no Keras: --help stays fast)
 
 POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -124,7 +123,9 @@ def synthetic_targets(cfg, batch: int, cells: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Parse ``argv``, time the network, print and return the figures (raises on bad input)."""
+    parser = cli.ArgumentParser(prog="model_speed.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="personlab", help="preset name or YAML path")
     parser.add_argument("--size", type=int, default=401, help="input side, s*n + 1")
     parser.add_argument("--batch", type=int, default=1)
@@ -139,10 +140,15 @@ def main(argv: list[str] | None = None) -> dict:
                         help="JAX only: jax.default_matmul_precision for float32 (default: JAX's own)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.seconds <= 0 or args.peak_n < 1:
+        parser.error("--batch and --peak-n must be >= 1, --seconds > 0")
+    if args.bfloat16 and not args.mixed_precision:
+        parser.error("--bfloat16 needs --mixed-precision")
     # From here on: None (float32), "float16" or "bfloat16".
     args.mixed_precision = ("bfloat16" if args.bfloat16 else "float16") if args.mixed_precision else None
 
     cfg = load_config(args.config, [*args.overrides, f"model.input_size={args.size}"])
+    keras = cli.import_quietly("keras")   # TensorFlow too, with its backend; start-up lines dropped
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy(POLICIES[args.mixed_precision])
     run = _run_jax if keras.backend.backend() == "jax" else _run_tensorflow
@@ -153,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _header(args, cfg, backend: str, device: str, params: int) -> dict:
+    import keras
+
     return {"config": str(args.config), "backend": backend, "backbone": cfg.model.backbone,
             "output_stride": cfg.model.output_stride, "size": args.size, "batch": args.batch,
             "mixed_precision": bool(args.mixed_precision),
@@ -175,6 +183,7 @@ def _forward_figures(flops: float, fwd_ips: float, peak: float) -> dict:
 # ------------------------------------------------------------------ TensorFlow
 def _run_tensorflow(args, cfg) -> dict:
     """Forward and train-step timing with tf.function (the original path)."""
+    import keras
     import tensorflow as tf
 
     from strongpose.losses import StrongPoseLoss
@@ -348,6 +357,8 @@ def _run_jax(args, cfg) -> dict:
 
 
 def _run_jax_inner(args, cfg, jax, device, build_model, StrongPoseLoss) -> dict:
+    import keras
+
     stride = cfg.model.output_stride
     cells = (args.size - 1) // stride + 1
     dtype = args.mixed_precision or "float32"
@@ -438,4 +449,4 @@ def _run_jax_inner(args, cfg, jax, device, build_model, StrongPoseLoss) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, prog="model_speed.py"))

@@ -253,7 +253,7 @@ def read_slim_checkpoint(prefix: str, backbone: keras.Model, scope: Optional[str
         if name in from_slim:
             values[from_slim[name]] = reader.get_tensor(name)
         elif SLIM_IGNORED.match(name):
-            log.info("skipping %s", name)
+            log.debug("skipping %s", name)
         else:
             unexpected.append(name)
     return values, unexpected, to_slim

@@ -269,11 +269,17 @@ def test_converter_round_trip(tmp_path):
         np.testing.assert_array_equal(v, tensors[keras_to_slim_name(k, "resnet_v2_tiny")], err_msg=k)
 
 
-def test_converter_errors(tmp_path, caplog):
-    assert convert_main([str(tmp_path / "missing.ckpt"), str(tmp_path / "o.weights.h5"), "--depth", "tiny"]) == 1
-    assert "missing.ckpt" in caplog.text
-    assert convert_main([str(tmp_path / "missing.ckpt"), str(tmp_path / "o.h5"), "--depth", "tiny"]) == 1
-    assert ".weights.h5" in caplog.text
+def test_converter_errors(tmp_path, capsys):
+    """Bad input: one line on stderr and status 2 (tests/test_cli.py runs the real command)."""
+    assert convert_main([str(tmp_path / "missing.ckpt"), str(tmp_path / "o.weights.h5"), "--depth", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m strongpose.convert_checkpoint: error: ") and "missing.ckpt" in err
+    assert convert_main([str(tmp_path / "missing.ckpt"), str(tmp_path / "o.h5"), "--depth", "tiny"]) == 2
+    assert ".weights.h5" in capsys.readouterr().err
+    prefix = str(tmp_path / "resnet_v2_tiny.ckpt")
+    write_slim_checkpoint(prefix, slim_tensors("tiny", seed=5))
+    assert convert_main([prefix, str(tmp_path / "o.weights.h5"), "--depth", "50", "--quiet"]) == 2
+    assert "are for tiny, the backbone is resnet50" in capsys.readouterr().err.splitlines()[0]
     assert parse_depth("101") == "resnet101" and parse_depth("tiny") == "tiny"
     with pytest.raises(SystemExit):
         convert_main(["a.ckpt", "b.weights.h5", "--depth", "34"])
