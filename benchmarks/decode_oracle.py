@@ -114,14 +114,13 @@ class OracleEncoder:
 # ------------------------------------------------------------------------ decode
 def decode_timed(maps: dict[str, np.ndarray], cfg: Config, stride: int,
                  image_size: tuple[int, int]) -> tuple[list, float]:
-    """``post_proc.decode`` on the maps; returns (people, milliseconds of that call)."""
+    """The config's decoder on the maps; returns (people, milliseconds of that call)."""
     h, w = image_size
     transform = ImageTransform(scale=1.0, offset_x=0.0, offset_y=0.0,
                                original_width=w, original_height=h)
+    decoder = post_proc.Decoder.from_config(cfg, stride=stride)
     t0 = time.perf_counter()
-    people = post_proc.decode(maps, skeleton=cfg.skeleton, stride=stride,
-                              disk_radius=cfg.codec.disk_radius, cfg=cfg.decoder,
-                              transform=transform)
+    people = decoder(maps, transform)
     return people, (time.perf_counter() - t0) * 1e3
 
 

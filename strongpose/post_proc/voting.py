@@ -33,15 +33,16 @@ def hough_vote(heatmap: np.ndarray, short: np.ndarray, stride: int,
     h, w, k = heatmap.shape
     idx = np.flatnonzero(heatmap.reshape(-1) > 0)          # (cell, type) pairs that vote
     weight = heatmap.reshape(-1)[idx]
-    offsets = short.reshape(-1, 2)[idx]                     # pair (cell, type) = item idx
+    dx, dy = short.reshape(-1).take(2 * idx), short.reshape(-1).take(2 * idx + 1)
     cell, kk = np.divmod(idx, k)
     ii, jj = np.divmod(cell, w)
     # Vote points in map cells, clamped to [-1, w] x [-1, h] (a vote beyond lands wholly
     # outside), splatted on a grid padded by 1 before and 2 after so no corner needs a check.
-    tx = np.clip(jj + offsets[:, 0] / stride, -1.0, float(w))
-    ty = np.clip(ii + offsets[:, 1] / stride, -1.0, float(h))
+    inv = np.float32(1.0 / stride)
+    tx = np.minimum(np.maximum(jj.astype(np.float32) + dx * inv, np.float32(-1)), np.float32(w))
+    ty = np.minimum(np.maximum(ii.astype(np.float32) + dy * inv, np.float32(-1)), np.float32(h))
     x0, y0 = np.floor(tx), np.floor(ty)
-    fx, fy = (tx - x0).astype(np.float32), (ty - y0).astype(np.float32)
+    fx, fy = tx - x0, ty - y0
     row = (w + 3) * k
     t = (y0.astype(np.intp) + 1) * row + (x0.astype(np.intp) + 1) * k + kk
     target = np.concatenate([t, t + k, t + row, t + (row + k)])
