@@ -12,7 +12,7 @@ from scenes import R, SK, STRIDE, make_maps, person_at
 from strongpose.config import Config, DecoderConfig
 from strongpose.geometry import ImageTransform
 from strongpose.maps import MAPS
-from strongpose.post_proc import Decoder, box_sum, decode, find_candidates, hough_vote
+from strongpose.post_proc import Decoder, decode, find_candidates, hough_maps
 
 DECODER = Decoder(skeleton=SK, stride=STRIDE, disk_radius=R)
 
@@ -148,8 +148,7 @@ def test_decode_outputs_bad_input():
 def test_candidates_are_ranked_and_capped(rng):
     heat = rng.uniform(0.4, 0.6, (33, 33, SK.num_keypoints)).astype(np.float32)
     short = rng.normal(0, 12, (33, 33, 2 * SK.num_keypoints)).astype(np.float32)
-    strong = hough_vote(heat, short, STRIDE, R)
-    scores = box_sum(strong)
+    strong, scores = hough_maps(heat, short, STRIDE, R)
     everything = find_candidates(strong, scores, short, stride=STRIDE, threshold=0.01,
                                  max_per_type=10**6, max_total=10**6)
     assert len(everything) > 500

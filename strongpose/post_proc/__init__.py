@@ -23,7 +23,7 @@ cells, everything after the candidate caps by ``max_candidates x K`` and
 
 from .decoder import Decoder, Person, decode, original_size
 from .scores import soft_nms_scores
-from .voting import box_sum, find_candidates, hough_vote
+from .voting import box_sum, find_candidates, hough_maps, hough_vote
 
 __all__ = ["Decoder", "Person", "decode", "original_size", "soft_nms_scores", "box_sum",
-           "find_candidates", "hough_vote"]
+           "find_candidates", "hough_maps", "hough_vote"]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
@@ -23,7 +24,7 @@ from .long_range import LongRangeMaps, complete
 from .masks import assign_body_cells, boxes, upsample_masks
 from .sampling import Snapper
 from .scores import rank_people, soft_nms_scores
-from .voting import box_sum, find_candidates, hough_vote
+from .voting import find_candidates, hough_maps
 from .walk import Poses, WalkMaps, walk
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,8 +53,7 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
     transform = transform or _identity_transform(map_shape, stride)
 
     # §2 voting and candidates
-    strong = hough_vote(m["heatmap"], m["short"], stride, disk_radius)
-    score_map = box_sum(strong)
+    strong, score_map = hough_maps(m["heatmap"], m["short"], stride, disk_radius)
     cands = find_candidates(strong, score_map, m["short"], stride=stride,
                             threshold=cfg.peak_threshold, max_per_type=cfg.max_candidates_per_type,
                             max_total=cfg.max_candidates)
@@ -61,17 +61,14 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
     walk_maps = WalkMaps(mid=m["mid"], score_map=score_map,
                          snap=Snapper.build(m["heatmap"], m["short"], stride, cfg.snap_steps))
     kw = dict(threshold=cfg.peak_threshold, radius=cfg.nms_radius)
-    walked = walk(Poses.from_candidates(cands, skeleton.num_keypoints), walk_maps, skeleton, **kw)
+    walker = functools.partial(walk, maps=walk_maps, skeleton=skeleton, **kw)
     completer = None
     if cfg.use_long_range:
-        lr_maps = LongRangeMaps.build(m["long"], m["body"], walk_maps)
-
-        def completer(poses: Poses) -> Poses:
-            return complete(poses, lr_maps, skeleton, body_threshold=cfg.body_threshold,
-                            unchecked_weight=cfg.unchecked_vote_weight, **kw)
-
-    people = seed_people(cands, walked, radius=cfg.nms_radius, max_people=cfg.max_people,
-                         complete=completer)
+        completer = functools.partial(
+            complete, maps=LongRangeMaps.build(m["long"], m["body"], walk_maps), skeleton=skeleton,
+            body_threshold=cfg.body_threshold, unchecked_weight=cfg.unchecked_vote_weight, **kw)
+    people = seed_people(cands, walker, completer, num_keypoints=skeleton.num_keypoints,
+                         radius=cfg.nms_radius, max_people=cfg.max_people)
     # §6 scores
     person_scores, _ = soft_nms_scores(people.xy, people.score, cfg.nms_radius)
     keep = rank_people(person_scores, min_score=cfg.min_person_score, max_people=cfg.max_people)

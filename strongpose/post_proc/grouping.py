@@ -1,11 +1,15 @@
 """Seeding people from candidates, best first (docs/DECODER.md §5).
 
-The sequential PersonLab rule: take the candidates best first; one that is not near the
-same keypoint of a person already kept seeds a new person (its walk, completed by long
-range). Walks and completions depend only on their own seed, so the fast version walks
-every candidate at once, runs the greedy pass, completes in one batch the kept people
-not completed yet, and repeats the pass until every kept person is complete: the last
-pass is then exactly the sequential one.
+The sequential PersonLab loop: take the candidates best first; one that is not near the
+same keypoint of a person already kept seeds a new person, grown from it: walked along
+the tree, then completed by long range. A person depends only on its own seed, so the
+fast loop does the work in batches and gets exactly the sequential result:
+
+- walks run when the loop first needs one: the best candidate's alone (often the only
+  person), then every candidate still alive at once (one vectorised step per tree level);
+- the greedy pass runs on the walked people; the kept people not completed yet are
+  completed in one batch, and the pass is repeated until every kept person is complete.
+  The last pass is then the sequential loop.
 """
 
 from __future__ import annotations
@@ -19,38 +23,45 @@ from .voting import Candidates
 from .walk import Poses
 
 
-def greedy_seeds(cands: Candidates, poses: Poses, *, radius: float, max_people: int) -> np.ndarray:
-    """Indices of the candidates that seed people, in seeding order.
+def greedy_pass(cands: Candidates, people: Poses, walked: np.ndarray,
+                walk: Callable[[Poses], Poses], *, radius: float,
+                max_people: int) -> tuple[np.ndarray, Poses]:
+    """One greedy pass: the candidates that seed people, in order, and ``people`` with
+    every candidate the pass reached walked (``walked`` is updated).
 
-    ``poses`` row n is candidate n's person. Candidate n is skipped when a kept person
-    has a found keypoint of n's type within ``radius`` of it. Costs one pass over the
-    candidates per kept person.
+    Candidate n is skipped when a kept person has a found keypoint of n's type within
+    ``radius`` of it. One pass over the candidates per kept person.
     """
     alive = np.ones(len(cands), bool)
     kept: list[int] = []
-    c = 0
-    while len(kept) < max_people and c < len(cands):
-        c += int(alive[c:].argmax())
-        if not alive[c]:
-            break
+    while len(kept) < max_people and alive.any():
+        c = int(alive.argmax())                               # the best candidate left
+        if not walked[c]:                                     # c alone first, then all the rest
+            rows = np.array([c]) if not walked.any() else np.flatnonzero(alive & ~walked)
+            people = people.put(rows, walk(people.take(rows)))
+            walked[rows] = True
         kept.append(c)
-        near = sqnorm(poses.xy[c, cands.types] - cands.xy) <= radius * radius
-        alive &= ~(poses.found[c, cands.types] & near)
+        near = sqnorm(people.xy[c, cands.types] - cands.xy) <= radius * radius
+        alive &= ~(people.found[c, cands.types] & near)
         alive[c] = False
-    return np.asarray(kept, np.intp)
+    return np.asarray(kept, np.intp), people
 
 
-def seed_people(cands: Candidates, poses: Poses, *, radius: float, max_people: int,
-                complete: Callable[[Poses], Poses] | None = None) -> Poses:
-    """The people seeded from ``cands`` (walked ``poses``, one row per candidate), in
-    seeding order, each completed by ``complete`` when given."""
-    if complete is None:
-        return poses.take(greedy_seeds(cands, poses, radius=radius, max_people=max_people))
+def seed_people(cands: Candidates, walk: Callable[[Poses], Poses],
+                complete: Callable[[Poses], Poses] | None, *, num_keypoints: int,
+                radius: float, max_people: int) -> Poses:
+    """The people seeded from ``cands``, in seeding order, at most ``max_people``.
+
+    ``walk`` grows seed-only poses along the tree; ``complete`` (None: no completion)
+    completes walked ones; both take any batch of rows.
+    """
+    people = Poses.from_candidates(cands, num_keypoints)     # row n: candidate n's person
+    walked = np.zeros(len(cands), bool)
     done = np.zeros(len(cands), bool)
     while True:
-        kept = greedy_seeds(cands, poses, radius=radius, max_people=max_people)
+        kept, people = greedy_pass(cands, people, walked, walk, radius=radius, max_people=max_people)
         todo = kept[~done[kept]]
-        if todo.size == 0:
-            return poses.take(kept)
-        poses = poses.put(todo, complete(poses.take(todo)))
+        if complete is None or todo.size == 0:
+            return people.take(kept)
+        people = people.put(todo, complete(people.take(todo)))
         done[todo] = True

@@ -45,7 +45,7 @@ class LongRangeMaps:
 @dataclass(frozen=True)
 class Votes:
     """Per person, target keypoint and slot (P, K, K): vote positions ``xy`` (.., 2),
-    ``score`` (effective: 0 where the weight is 0), ``weight`` and whether the slot holds a
+    ``score`` (effective: 0 where the weight is 0), ``weight`` (float64) and whether the slot holds a
     vote (``exists``). Slot j holds the vote of source keypoint j; slot q of target q holds
     the walked keypoint."""
 
@@ -72,10 +72,10 @@ def long_range_votes(poses: Poses, maps: LongRangeMaps, *, radius: float, body_t
     offset_back, body_v = maps.sample(v, src, at_v)
     agrees = sqnorm(snap(v + offset_back, src) - ys) <= radius * radius
     check = np.where(agrees, 1.0, np.where(body_v < body_threshold, unchecked_weight, 0.0))
-    weight = (sv * np.minimum(body_src, 1.0) * check).astype(np.float32)
+    weight = sv * np.minimum(body_src, 1.0).astype(np.float64) * check
 
     xy = np.zeros((p, k, k, 2), np.float32)
-    score, wt = np.zeros((p, k, k), np.float32), np.zeros((p, k, k), np.float32)
+    score, wt = np.zeros((p, k, k), np.float32), np.zeros((p, k, k), np.float64)
     exists = np.zeros((p, k, k), bool)
     xy[pi, tgt, src], score[pi, tgt, src], wt[pi, tgt, src] = v, sv, weight
     exists[pi, tgt, src] = True
@@ -90,7 +90,8 @@ def best_votes(votes: Votes, poses: Poses, *, radius: float, threshold: float) -
     the votes within ``radius``, plus 1e-3 of its own), found if it scores ``>= threshold``.
     Keypoints without a vote scoring > 0 stay as walked."""
     d2 = sqnorm(votes.xy[:, :, :, None, :] - votes.xy[:, :, None, :, :])         # (P, K, K, K)
-    support = np.einsum("ptij,ptj->pti", (d2 <= radius * radius).astype(np.float32), votes.weight)
+    # float64: the 1e-3 tie-break must survive the sum over a cluster of votes.
+    support = np.einsum("ptij,ptj->pti", (d2 <= radius * radius).astype(np.float64), votes.weight)
     support = np.where(votes.exists, support + 1e-3 * votes.weight, -np.inf)
     best = support.argmax(axis=-1)                                                # (P, K)
     p, k = poses.found.shape

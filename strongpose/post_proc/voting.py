@@ -1,8 +1,7 @@
 """Hough voting and keypoint candidates (docs/DECODER.md §2).
 
-    strong = hough_vote(heatmap, short, stride, disk_radius)     # sharp peaks at keypoints
-    scores = box_sum(strong)                                      # a keypoint anywhere scores ~1
-    cands = find_candidates(strong, scores, short, stride, ...)  # ranked and capped
+    strong, scores = hough_maps(heatmap, short, stride, disk_radius)   # peaks; a keypoint scores ~1
+    cands = find_candidates(strong, scores, short, stride=stride, ...)  # ranked and capped
 """
 
 from __future__ import annotations
@@ -15,14 +14,31 @@ import numpy as np
 from .sampling import cell_points
 
 
+def hough_maps(heatmap: np.ndarray, short: np.ndarray, stride: int,
+               disk_radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Strong keypoint maps and score maps (h, w, K), float32.
+
+    Strong map: heat-weighted votes at ``p + S_k(p)``, splatted bilinearly, divided by
+    ``pi (R/s)^2`` (the disk's area in cells), so an exact disk around a keypoint on a
+    grid point gives a peak of about 1; off the grid the peak is split over at most 2x2
+    cells. Votes beyond the map land nowhere. Score map: the 3x3 box sum of the votes,
+    divided the same way, so a keypoint anywhere scores about 1. Both are divided after
+    summing in float64, so equal vote counts give exactly equal scores (ties stay ties).
+    """
+    votes = _vote_sums(heatmap, short, stride, disk_radius)
+    area = math.pi * (disk_radius / stride) ** 2
+    return (votes / area).astype(np.float32), (box_sum(votes) / area).astype(np.float32)
+
+
 def hough_vote(heatmap: np.ndarray, short: np.ndarray, stride: int,
                disk_radius: float) -> np.ndarray:
-    """Strong keypoint maps (h, w, K): heat-weighted votes at ``p + S_k(p)``, splatted bilinearly.
+    """The strong keypoint maps (h, w, K) of :func:`hough_maps`."""
+    return hough_maps(heatmap, short, stride, disk_radius)[0]
 
-    Divided by ``pi (R/s)^2`` (the disk's area in cells), so an exact disk around a
-    keypoint on a grid point gives a peak of about 1; off the grid the peak is split over
-    at most 2x2 cells. Votes beyond the map land nowhere.
-    """
+
+def _vote_sums(heatmap: np.ndarray, short: np.ndarray, stride: int,
+               disk_radius: float) -> np.ndarray:
+    """Heat-weighted votes splatted bilinearly at ``p + S_k(p)``: (h, w, K) float64 sums."""
     heatmap = np.asarray(heatmap, np.float32)
     short = np.asarray(short, np.float32)
     if heatmap.ndim != 3 or short.shape != heatmap.shape[:2] + (2 * heatmap.shape[2],):
@@ -48,12 +64,11 @@ def hough_vote(heatmap: np.ndarray, short: np.ndarray, stride: int,
     target = np.concatenate([t, t + k, t + row, t + (row + k)])
     wts = np.concatenate([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]) * np.tile(weight, 4)
     out = np.bincount(target, wts, minlength=(h + 3) * row).reshape(h + 3, w + 3, k)
-    area = math.pi * (disk_radius / stride) ** 2
-    return (out[1:h + 1, 1:w + 1] / area).astype(np.float32)
+    return out[1:h + 1, 1:w + 1]
 
 
 def box_sum(strong: np.ndarray) -> np.ndarray:
-    """3x3 box sum over the two spatial axes (zeros outside): the score map."""
+    """3x3 box sum over the two spatial axes (zeros outside)."""
     p = np.pad(strong, ((1, 1), (1, 1), (0, 0)))
     rows = p[:-2] + p[1:-1] + p[2:]
     return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
