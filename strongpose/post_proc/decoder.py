@@ -57,6 +57,8 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
     cands = find_candidates(strong, score_map, m["short"], stride=stride,
                             threshold=cfg.peak_threshold, max_per_type=cfg.max_candidates_per_type,
                             max_total=cfg.max_candidates)
+    if len(cands) == 0:
+        return []
     # §3-5 walks, long-range completion, seeding
     walk_maps = WalkMaps(mid=m["mid"], score_map=score_map,
                          snap=Snapper.build(m["heatmap"], m["short"], stride, cfg.snap_steps))

@@ -6,7 +6,9 @@ the tree, then completed by long range. A person depends only on its own seed, s
 fast loop does the work in batches and gets exactly the sequential result:
 
 - walks run when the loop first needs one: the best candidate's alone (often the only
-  person), then every candidate still alive at once (one vectorised step per tree level);
+  person), then the next ``WALK_BATCH`` candidates still alive, at once (one vectorised
+  step per tree level); the people kept from a batch skip most of the candidates after
+  it, so few candidates are walked in vain;
 - the greedy pass runs on the walked people; the kept people not completed yet are
   completed in one batch, and the pass is repeated until every kept person is complete.
   The last pass is then the sequential loop.
@@ -22,6 +24,8 @@ from .sampling import sqnorm
 from .voting import Candidates
 from .walk import Poses
 
+WALK_BATCH = 128     # candidates walked together after the first (a speed setting only)
+
 
 def greedy_pass(cands: Candidates, people: Poses, walked: np.ndarray,
                 walk: Callable[[Poses], Poses], *, radius: float,
@@ -36,8 +40,8 @@ def greedy_pass(cands: Candidates, people: Poses, walked: np.ndarray,
     kept: list[int] = []
     while len(kept) < max_people and alive.any():
         c = int(alive.argmax())                               # the best candidate left
-        if not walked[c]:                                     # c alone first, then all the rest
-            rows = np.array([c]) if not walked.any() else np.flatnonzero(alive & ~walked)
+        if not walked[c]:                                     # c alone first, then in batches
+            rows = np.flatnonzero(alive & ~walked)[:WALK_BATCH if walked.any() else 1]
             people = people.put(rows, walk(people.take(rows)))
             walked[rows] = True
         kept.append(c)

@@ -45,14 +45,21 @@ def check_maps(maps: Mapping[str, Any], keys: Iterable[str], skeleton: Skeleton)
 
 
 def _check_values(key: str, arr: np.ndarray) -> None:
-    if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():   # NaN/Inf reach the sum
-        bad = int(arr.size - np.isfinite(arr).sum())
-        raise ValueError(f"{_WHERE}: {key!r} holds {bad} NaN/Inf value(s); the network "
-                         f"diverged or the map was built wrongly; nothing was decoded")
-    if SPECS[key].logits and arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise ValueError(f"{_WHERE}: {key!r} holds values outside [0, 1] (min {arr.min():.3g}, "
-                         f"max {arr.max():.3g}): probabilities expected, these look like logits; "
-                         f"apply a sigmoid, or pass network outputs to Decoder.decode_outputs")
+    if SPECS[key].logits:                      # probabilities: [0, 1] (NaN fails it too)
+        if arr.size and not (arr.min() >= 0 and arr.max() <= 1):
+            if not np.isfinite(arr).all():
+                _non_finite(key, arr)
+            raise ValueError(f"{_WHERE}: {key!r} holds values outside [0, 1] (min {arr.min():.3g}, "
+                             f"max {arr.max():.3g}): probabilities expected, these look like logits; "
+                             f"apply a sigmoid, or pass network outputs to Decoder.decode_outputs")
+    elif not np.isfinite(arr.sum()) and not np.isfinite(arr).all():   # NaN/Inf reach the sum
+        _non_finite(key, arr)
+
+
+def _non_finite(key: str, arr: np.ndarray) -> None:
+    bad = int(arr.size - np.isfinite(arr).sum())
+    raise ValueError(f"{_WHERE}: {key!r} holds {bad} NaN/Inf value(s); the network "
+                     f"diverged or the map was built wrongly; nothing was decoded")
 
 
 def outputs_to_maps(outputs: Mapping[str, Any], keys: Iterable[str]) -> dict[str, np.ndarray]:

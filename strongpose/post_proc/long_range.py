@@ -89,7 +89,9 @@ def best_votes(votes: Votes, poses: Poses, *, radius: float, threshold: float) -
     """Each keypoint (but the seed) becomes its vote with the most support (the weights of
     the votes within ``radius``, plus 1e-3 of its own), found if it scores ``>= threshold``.
     Keypoints without a vote scoring > 0 stay as walked."""
-    d2 = sqnorm(votes.xy[:, :, :, None, :] - votes.xy[:, :, None, :, :])         # (P, K, K, K)
+    x, y = np.ascontiguousarray(votes.xy[..., 0]), np.ascontiguousarray(votes.xy[..., 1])
+    dx, dy = x[..., :, None] - x[..., None, :], y[..., :, None] - y[..., None, :]   # (P, K, K, K)
+    d2 = dx * dx + dy * dy
     # float64: the 1e-3 tie-break must survive the sum over a cluster of votes.
     support = np.einsum("ptij,ptj->pti", (d2 <= radius * radius).astype(np.float64), votes.weight)
     support = np.where(votes.exists, support + 1e-3 * votes.weight, -np.inf)

@@ -7,6 +7,7 @@ and moves points onto keypoints with :class:`Snapper`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,17 @@ def cell_points(h: int, w: int, stride: int) -> np.ndarray:
     return np.stack([gx, gy], axis=-1)
 
 
+@functools.lru_cache(maxsize=8)
+def _complex_cells(shape: tuple[int, int, int], stride: int) -> np.ndarray:
+    """Cell points ``s*j + 1j*s*i`` as complex64, repeated over K channels: (h, w, K)."""
+    h, w, k = shape
+    cells = np.arange(w, dtype=np.float32)[None, :] * stride \
+        + 1j * np.arange(h, dtype=np.float32)[:, None] * stride
+    out = np.repeat(cells.astype(np.complex64)[..., None], k, axis=-1)
+    out.flags.writeable = False
+    return out
+
+
 class Bilinear:
     """Bilinear reads of (h, w, C) maps at points ``xy`` (M, 2) in input pixels.
 
@@ -38,24 +50,26 @@ class Bilinear:
 
     def __init__(self, xy: np.ndarray, shape: tuple[int, ...], stride: int) -> None:
         h, w = shape[:2]
-        inv = np.float32(1.0 / stride)
-        u = np.minimum(np.maximum(xy[:, 0] * inv, np.float32(0)), np.float32(w - 1))
-        v = np.minimum(np.maximum(xy[:, 1] * inv, np.float32(0)), np.float32(h - 1))
-        j0 = np.minimum(np.floor(u), np.float32(max(w - 2, 0)))
-        i0 = np.minimum(np.floor(v), np.float32(max(h - 2, 0)))
-        self.fx, self.fy = u - j0, v - i0
-        self.cell = i0.astype(np.intp) * w + j0.astype(np.intp)
+        top = np.array([w - 1, h - 1], np.float32)
+        uv = np.minimum(np.maximum(xy * np.float32(1.0 / stride), np.float32(0)), top)
+        corner = np.minimum(np.floor(uv), np.maximum(top - 1, np.float32(0)))   # (M, 2): j0, i0
+        frac = uv - corner
+        self.fx, self.fy = frac[:, 0], frac[:, 1]
+        corner = corner.astype(np.intp)
+        self.cell = corner[:, 1] * w + corner[:, 0]
         self.step_x, self.step_y = (1 if w > 1 else 0), (w if h > 1 else 0)
 
     def __call__(self, arr: np.ndarray, channels: np.ndarray) -> np.ndarray:
         """Channel ``channels[m]`` of ``arr`` at point m. ``channels`` is (M,) or (M, c);
-        the result has its shape."""
+        the result has its shape (and ``arr``'s dtype: complex maps work too)."""
         c_all = arr.shape[-1]
         channels = np.asarray(channels, np.intp)
-        tail = (-1,) + (1,) * (channels.ndim - 1)
-        i00 = (self.cell * c_all).reshape(tail) + channels
+        if channels.ndim == 1:
+            i00, fx, fy = self.cell * c_all + channels, self.fx, self.fy
+        else:
+            i00 = (self.cell * c_all)[:, None] + channels
+            fx, fy = self.fx[:, None], self.fy[:, None]
         sx, sy = self.step_x * c_all, self.step_y * c_all
-        fx, fy = self.fx.reshape(tail), self.fy.reshape(tail)
         flat = arr.reshape(-1)
         v00, v01 = flat.take(i00), flat.take(i00 + sx)
         v10, v11 = flat.take(i00 + sy), flat.take(i00 + (sx + sy))
@@ -63,8 +77,12 @@ class Bilinear:
         return top + (v10 + (v11 - v10) * fx - top) * fy
 
     def pairs(self, arr: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """The (dx, dy) pair of item ``items[m]`` of a (h, w, 2C) offset map at point m: (M, 2)."""
-        return self(arr, pair_channels(items))
+        """The (dx, dy) pair of item ``items[m]`` of a (h, w, 2C) offset map at point m: (M, 2).
+
+        The pair is read as one complex number (a view, no copy): half the reads.
+        """
+        pairs = np.ascontiguousarray(arr, np.float32).view(np.complex64)
+        return self(pairs, items).view(np.float32).reshape(-1, 2)
 
 
 @dataclass(frozen=True)
@@ -75,29 +93,26 @@ class Snapper:
     still lands exactly on the keypoint; a point with no heat around it stays put.
     """
 
-    field: np.ndarray       # (h, w, 3K): heat_k(p) * (p + S_k(p)) as x (K), y (K), then heat_k(p) (K)
+    votes: np.ndarray       # (h, w, K) complex64: heat_k(p) (p + S_k(p)), x + iy
+    heat: np.ndarray        # (h, w, K)
     stride: int
     steps: int
 
     @classmethod
     def build(cls, heatmap: np.ndarray, short: np.ndarray, stride: int, steps: int) -> "Snapper":
         """The snap field of one image's heat map (h, w, K) and short offsets (h, w, 2K)."""
-        h, w, _ = heatmap.shape
-        cells = cell_points(h, w, stride)
-        vote_x = (short[..., 0::2] + cells[..., :1]) * heatmap
-        vote_y = (short[..., 1::2] + cells[..., 1:]) * heatmap
-        return cls(field=np.concatenate([vote_x, vote_y, heatmap], axis=-1), stride=stride,
-                   steps=steps)
+        # (x, y) pairs as complex numbers: whole-array passes, no broadcasting.
+        points = np.ascontiguousarray(short).view(np.complex64) + _complex_cells(heatmap.shape, stride)
+        return cls(votes=points * heatmap, heat=heatmap, stride=stride, steps=steps)
 
     def __call__(self, xy: np.ndarray, types: np.ndarray) -> np.ndarray:
         """Points xy (M, 2) of keypoint types (M,), snapped and clamped: (M, 2)."""
-        k = self.field.shape[-1] // 3
-        channels = np.asarray(types, np.intp)[:, None] + np.arange(0, 3 * k, k)
         for _ in range(self.steps):
-            vote = Bilinear(xy, self.field.shape, self.stride)(self.field, channels)   # (M, 3)
-            heat = vote[:, 2:]
+            at = Bilinear(xy, self.heat.shape, self.stride)
+            heat, vote = at(self.heat, types), at(self.votes, types)
             ok = heat > 1e-6
-            xy = np.where(ok, vote[:, :2] / np.where(ok, heat, np.float32(1)), xy)
-        h, w = self.field.shape[:2]
+            mean = (vote / np.where(ok, heat, np.float32(1))).view(np.float32).reshape(-1, 2)
+            xy = np.where(ok[:, None], mean, xy)
+        h, w = self.heat.shape[:2]
         hi = np.array([self.stride * (w - 1), self.stride * (h - 1)], np.float32)
         return np.minimum(np.maximum(xy, np.float32(0)), hi).astype(np.float32, copy=False)

@@ -23,11 +23,12 @@ def hough_maps(heatmap: np.ndarray, short: np.ndarray, stride: int,
     grid point gives a peak of about 1; off the grid the peak is split over at most 2x2
     cells. Votes beyond the map land nowhere. Score map: the 3x3 box sum of the votes,
     divided the same way, so a keypoint anywhere scores about 1. Both are divided after
-    summing in float64, so equal vote counts give exactly equal scores (ties stay ties).
+    summing: on exact maps the votes are multiples of ``1/s^2``, summed exactly, so equal
+    disks give exactly equal scores (ties stay ties, in raster order).
     """
-    votes = _vote_sums(heatmap, short, stride, disk_radius)
-    area = math.pi * (disk_radius / stride) ** 2
-    return (votes / area).astype(np.float32), (box_sum(votes) / area).astype(np.float32)
+    votes = _vote_sums(heatmap, short, stride, disk_radius).astype(np.float32)
+    area = np.float32(math.pi * (disk_radius / stride) ** 2)
+    return votes / area, box_sum(votes) / area
 
 
 def hough_vote(heatmap: np.ndarray, short: np.ndarray, stride: int,

@@ -111,7 +111,7 @@ def _best_per_keypoint(n: np.ndarray, b: np.ndarray, yb: np.ndarray, sc: np.ndar
     """Of tries reaching the same (row n, keypoint b), the highest-scoring one (ties: the
     last, i.e. the larger edge index, as tries come in edge order within a row)."""
     key = n * k + b
-    if np.unique(key).size == key.size:
+    if np.bincount(key).max() == 1:
         return n, b, yb, sc
     order = np.lexsort((sc, key))
     last = order[np.r_[key[order][1:] != key[order][:-1], True]]
