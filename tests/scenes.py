@@ -76,3 +76,10 @@ def make_maps(people: list[np.ndarray], shape: tuple[int, int],
     lok = one[..., None] & lab[owner]
     maps["long"] = np.where(lok[..., None], lvec, 0).reshape(h, w, 2 * K)
     return maps
+
+
+def eight_people() -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Eight people on a 4 x 2 grid, person n missing its first n keypoints: known order."""
+    people = [person_at(10 + 90 * i, 20 + 230 * j, missing=tuple(range(i + 4 * j)))
+              for i in range(4) for j in range(2)]
+    return people, make_maps(people, (61, 51))

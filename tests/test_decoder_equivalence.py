@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 from reference_decoder import Maps, corners, hough, reference_decode, sample, snap
-from scenes import K, R, SK, STRIDE, TEMPLATE, box_body, make_maps, person_at
+from scenes import K, R, SK, STRIDE, TEMPLATE, box_body, eight_people, make_maps, person_at
 from strongpose.config import DecoderConfig
 from strongpose.skeleton import Skeleton
 
@@ -192,9 +192,7 @@ def test_reference_unchecked_vote_weight_decides_votes_landing_off_the_body():
 
 
 def test_reference_caps_and_max_people():
-    people = [person_at(10 + 90 * i, 20 + 230 * j, missing=tuple(range(i + 4 * j)))
-              for i in range(4) for j in range(2)]
-    maps = make_maps(people, (61, 51))
+    people, maps = eight_people()
     out = ref(maps)
     assert len(out) == 8
     assert all(a[1] >= b[1] for a, b in zip(out, out[1:]))

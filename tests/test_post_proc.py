@@ -12,7 +12,7 @@ from strongpose.geometry import ImageTransform
 from strongpose.post_proc import Decoder, Person, decode, hough_vote, soft_nms_scores
 from strongpose.skeleton import Skeleton
 
-from scenes import K, R, SK, STRIDE, TEMPLATE, box_body, make_maps, person_at
+from scenes import K, R, SK, STRIDE, TEMPLATE, box_body, eight_people, make_maps, person_at
 
 def cfg(**kw) -> DecoderConfig:
     return dataclasses.replace(DecoderConfig(), **kw)
@@ -130,9 +130,7 @@ def test_instance_masks_follow_bodies():
 
 
 def test_max_people_and_order():
-    people = [person_at(10 + 90 * i, 20 + 230 * j, missing=tuple(range(i + 4 * j)))
-              for i in range(4) for j in range(2)]
-    maps = make_maps(people, (61, 51))
+    people, maps = eight_people()
     out = run(maps)
     assert len(out) == 8
     assert all(a.score >= b.score for a, b in zip(out, out[1:]))
