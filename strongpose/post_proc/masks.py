@@ -35,8 +35,10 @@ def assign_body_cells(body: np.ndarray, long: np.ndarray, xy: np.ndarray, found:
     k = xy.shape[1]
     ii, jj = np.divmod(cells, w)
     p = np.stack([jj, ii], axis=1).astype(np.float32) * stride
-    # Embeddings clamped to 1e6 px: far enough to join nobody, small enough not to overflow.
-    emb = np.clip(p[:, None, :] + long.reshape(h * w, k, 2)[cells], -1e6, 1e6)   # (C, K, 2)
+    emb = p[:, None, :] + long.reshape(h * w, k, 2)[cells]              # (C, K, 2)
+    if not -1e6 < emb.min() <= emb.max() < 1e6:
+        # Far enough to join nobody, small enough that squares do not overflow.
+        emb = np.clip(emb, -1e6, 1e6)
     f = found.astype(np.float32)                                          # (P, K)
     yf = xy * f[:, :, None]
     # Sums of squared distances over each person's found keypoints, without a (C, P, K)
