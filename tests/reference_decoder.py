@@ -184,18 +184,20 @@ def candidates(strong: np.ndarray, score: np.ndarray, short: np.ndarray, stride:
 # ------------------------------------------------------------------- §3 the walk
 @dataclass
 class Pose:
-    """A person being decoded: ``xy`` K x [x, y], ``score`` (K), ``found`` (K), seed type."""
+    """A person being decoded: ``xy`` K x [x, y], ``score`` (K), ``found`` (K), seed type,
+    and the directed edges tried so far (each at most once per person)."""
 
     xy: list[list[float]]
     score: list[float]
     found: list[bool]
     seed: int
+    tried: list[bool]
 
 
 def walk(m: Maps, pose: Pose, skeleton: Skeleton, cfg: DecoderConfig) -> None:
     """§3: breadth-first walk from the found keypoints into the missing ones, in place.
 
-    A level takes every directed edge ``e = (a, b)`` not tried yet in this walk with
+    A level takes every directed edge ``e = (a, b)`` not tried yet for this person with
     ``found[a]`` and not ``found[b]``: ``y_b = snap(xy[a] + M_e(xy[a]), b)``, scored on the
     score map; scored 0 if ``snap(y_b + M_rev(e)(y_b), a)`` lands farther than r from
     ``xy[a]``. Per b the best try wins (ties: the larger edge index); ``found[b] = sc >= t``.
@@ -203,7 +205,7 @@ def walk(m: Maps, pose: Pose, skeleton: Skeleton, cfg: DecoderConfig) -> None:
     edges = skeleton.directed_edges
     num_e = skeleton.num_edges
     r2 = cfg.nms_radius ** 2
-    tried = [False] * len(edges)
+    tried = pose.tried
     while True:
         level = [e for e, (a, b) in enumerate(edges)
                  if pose.found[a] and not pose.found[b] and not tried[e]]
@@ -304,12 +306,12 @@ def seed_people(m: Maps, cands: list[Candidate], skeleton: Skeleton,
         if any(p.found[c.k] and dist2(p.xy[c.k], (c.x, c.y)) <= r2 for p in people):
             continue
         pose = Pose(xy=[[c.x, c.y] for _ in range(num_k)], score=[0.0] * num_k,
-                    found=[False] * num_k, seed=c.k)
+                    found=[False] * num_k, seed=c.k, tried=[False] * len(skeleton.directed_edges))
         pose.score[c.k], pose.found[c.k] = c.score, True
         walk(m, pose, skeleton, cfg)
         if cfg.use_long_range:
             complete(m, pose, cfg)
-            walk(m, pose, skeleton, cfg)                       # a fresh set of tried edges
+            walk(m, pose, skeleton, cfg)                       # only edges not tried yet
         people.append(pose)
     return people
 

@@ -69,7 +69,7 @@ def decode(maps: Mapping[str, np.ndarray], *, skeleton: Skeleton, stride: int, d
         completer = functools.partial(
             complete, maps=LongRangeMaps.build(m["long"], m["body"], walk_maps), skeleton=skeleton,
             body_threshold=cfg.body_threshold, unchecked_weight=cfg.unchecked_vote_weight, **kw)
-    people = seed_people(cands, walker, completer, num_keypoints=skeleton.num_keypoints,
+    people = seed_people(cands, walker, completer, skeleton=skeleton,
                          radius=cfg.nms_radius, max_people=cfg.max_people)
     # §6 scores
     person_scores, _ = soft_nms_scores(people.xy, people.score, cfg.nms_radius)

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from strongpose.skeleton import Skeleton
+
 from .sampling import sqnorm
 from .voting import Candidates
 from .walk import Poses
@@ -52,14 +54,14 @@ def greedy_pass(cands: Candidates, people: Poses, walked: np.ndarray,
 
 
 def seed_people(cands: Candidates, walk: Callable[[Poses], Poses],
-                complete: Callable[[Poses], Poses] | None, *, num_keypoints: int,
+                complete: Callable[[Poses], Poses] | None, *, skeleton: Skeleton,
                 radius: float, max_people: int) -> Poses:
     """The people seeded from ``cands``, in seeding order, at most ``max_people``.
 
     ``walk`` grows seed-only poses along the tree; ``complete`` (None: no completion)
     completes walked ones; both take any batch of rows.
     """
-    people = Poses.from_candidates(cands, num_keypoints)     # row n: candidate n's person
+    people = Poses.from_candidates(cands, skeleton)     # row n: candidate n's person
     walked = np.zeros(len(cands), bool)
     done = np.zeros(len(cands), bool)
     while True:

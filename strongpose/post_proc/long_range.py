@@ -106,7 +106,7 @@ def best_votes(votes: Votes, poses: Poses, *, radius: float, threshold: float) -
     xy[pi, q] = votes.xy[pi, q, win]
     score[pi, q] = np.where(ok, new_score, 0)
     found[pi, q] = ok
-    return Poses(xy, score, found, poses.seed)
+    return Poses(xy, score, found, poses.seed, poses.tried)
 
 
 def complete(poses: Poses, maps: LongRangeMaps, skeleton: Skeleton, *, threshold: float,

@@ -19,11 +19,6 @@ def sqnorm(d: np.ndarray) -> np.ndarray:
     return x * x + y * y
 
 
-def pair_channels(items: np.ndarray) -> np.ndarray:
-    """Channels ``(2c, 2c+1)`` of the (dx, dy) pair of each item ``c``: shape (M, 2)."""
-    return 2 * np.asarray(items, np.intp)[:, None] + np.arange(2)
-
-
 def cell_points(h: int, w: int, stride: int) -> np.ndarray:
     """Input-image points ``(s*j, s*i)`` of an (h, w) map: (h, w, 2) float32."""
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) * np.float32(stride)
@@ -60,21 +55,16 @@ class Bilinear:
         self.step_x, self.step_y = (1 if w > 1 else 0), (w if h > 1 else 0)
 
     def __call__(self, arr: np.ndarray, channels: np.ndarray) -> np.ndarray:
-        """Channel ``channels[m]`` of ``arr`` at point m. ``channels`` is (M,) or (M, c);
-        the result has its shape (and ``arr``'s dtype: complex maps work too)."""
+        """Channel ``channels[m]`` of ``arr`` at point m: (M,), ``arr``'s dtype (complex
+        maps work too)."""
         c_all = arr.shape[-1]
-        channels = np.asarray(channels, np.intp)
-        if channels.ndim == 1:
-            i00, fx, fy = self.cell * c_all + channels, self.fx, self.fy
-        else:
-            i00 = (self.cell * c_all)[:, None] + channels
-            fx, fy = self.fx[:, None], self.fy[:, None]
+        i00 = self.cell * c_all + np.asarray(channels, np.intp)
         sx, sy = self.step_x * c_all, self.step_y * c_all
         flat = arr.reshape(-1)
         v00, v01 = flat.take(i00), flat.take(i00 + sx)
         v10, v11 = flat.take(i00 + sy), flat.take(i00 + (sx + sy))
-        top = v00 + (v01 - v00) * fx
-        return top + (v10 + (v11 - v10) * fx - top) * fy
+        top = v00 + (v01 - v00) * self.fx
+        return top + (v10 + (v11 - v10) * self.fx - top) * self.fy
 
     def pairs(self, arr: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The (dx, dy) pair of item ``items[m]`` of a (h, w, 2C) offset map at point m: (M, 2).

@@ -21,37 +21,41 @@ from .voting import Candidates
 @dataclass(frozen=True)
 class Poses:
     """Rows of people: ``xy`` (N, K, 2) input pixels, ``score`` (N, K) (0 where not
-    found), ``found`` (N, K) bool, ``seed`` (N,) the seed keypoint type."""
+    found), ``found`` (N, K) bool, ``seed`` (N,) the seed keypoint type, ``tried``
+    (N, 2E) bool the directed edges walked so far (each at most once per person)."""
 
     xy: np.ndarray
     score: np.ndarray
     found: np.ndarray
     seed: np.ndarray
+    tried: np.ndarray
 
     @classmethod
-    def from_candidates(cls, cands: Candidates, num_keypoints: int) -> "Poses":
+    def from_candidates(cls, cands: Candidates, skeleton: Skeleton) -> "Poses":
         """One row per candidate: its keypoint found, every other keypoint at its position."""
-        n = len(cands)
+        n, num_keypoints = len(cands), skeleton.num_keypoints
         rows = np.arange(n)
         xy = np.repeat(cands.xy[:, None, :], num_keypoints, axis=1).astype(np.float32)
         score = np.zeros((n, num_keypoints), np.float32)
         found = np.zeros((n, num_keypoints), bool)
         score[rows, cands.types] = cands.scores
         found[rows, cands.types] = True
-        return cls(xy=xy, score=score, found=found, seed=cands.types.copy())
+        return cls(xy=xy, score=score, found=found, seed=cands.types.copy(),
+                   tried=np.zeros((n, len(skeleton.directed_edges)), bool))
 
     def __len__(self) -> int:
         return int(self.seed.size)
 
     def take(self, rows: np.ndarray) -> "Poses":
         """The rows ``rows``, in that order."""
-        return Poses(self.xy[rows], self.score[rows], self.found[rows], self.seed[rows])
+        return Poses(self.xy[rows], self.score[rows], self.found[rows], self.seed[rows],
+                     self.tried[rows])
 
     def put(self, rows: np.ndarray, other: "Poses") -> "Poses":
         """A copy with rows ``rows`` replaced by ``other``'s rows."""
-        xy, score, found = self.xy.copy(), self.score.copy(), self.found.copy()
-        xy[rows], score[rows], found[rows] = other.xy, other.score, other.found
-        return Poses(xy, score, found, self.seed)
+        xy, score, found, tried = self.xy.copy(), self.score.copy(), self.found.copy(), self.tried.copy()
+        xy[rows], score[rows], found[rows], tried[rows] = other.xy, other.score, other.found, other.tried
+        return Poses(xy, score, found, self.seed, tried)
 
 
 @dataclass(frozen=True)
@@ -80,11 +84,11 @@ def walk(poses: Poses, maps: WalkMaps, skeleton: Skeleton, *, threshold: float,
     Along directed edge (a, b): ``y_b = snap(y_a + M_ab(y_a))``, scored on the score
     map; the walk back along (b, a) must land within ``radius`` of ``y_a``, else the score
     is 0 (``y_b`` is someone else's keypoint). b is found when it scores ``>= threshold``.
-    Each edge is tried once; when several edges reach one b in a step the best try wins.
+    Each edge is tried once per person (``poses.tried``, also across calls); when several
+    edges reach one b in a step the best try wins.
     """
     src, dst, reverse = edge_arrays(skeleton)
-    xy, score, found = poses.xy.copy(), poses.score.copy(), poses.found.copy()
-    tried = np.zeros((len(poses), src.size), bool)
+    xy, score, found, tried = poses.xy.copy(), poses.score.copy(), poses.found.copy(), poses.tried.copy()
     stride = maps.snap.stride
     while True:
         n, e = np.nonzero(found[:, src] & ~found[:, dst] & ~tried)
@@ -103,7 +107,7 @@ def walk(poses: Poses, maps: WalkMaps, skeleton: Skeleton, *, threshold: float,
         xy[n, b] = yb
         score[n, b] = np.where(ok, sc, 0)
         found[n, b] = ok
-    return Poses(xy, score, found, poses.seed)
+    return Poses(xy, score, found, poses.seed, tried)
 
 
 def _best_per_keypoint(n: np.ndarray, b: np.ndarray, yb: np.ndarray, sc: np.ndarray,
