@@ -84,7 +84,7 @@ def upsample_masks(labels: np.ndarray, body: np.ndarray, num_people: int, *, str
     """
     height, width = size
     grown = _grow_labels(labels)
-    masks = [np.zeros((height, width), bool) for _ in range(num_people)]
+    masks = list(np.zeros((num_people, height, width), bool))   # one allocation, zero pages until written
     extents: list[Extent] = [None] * num_people
     cell_boxes = ndimage.find_objects(grown + 1, max_label=num_people)     # slices or None
     people = [j for j, box in enumerate(cell_boxes) if box is not None]
