@@ -294,16 +294,20 @@ def time_by_people(coco: CocoKeypoints, cfg: Config, stride: int, max_n: int,
                   decoder=replace(cfg.decoder, max_people=max(cfg.decoder.max_people, max_n)))
     encoder = OracleEncoder(cfg, stride)
     counts = sorted({min(2 ** i, max_n) for i in range(max_n.bit_length() + 1)})
-    ms_by, whole_by = {}, {}
-    for n in tqdm(counts, desc=f"people s={stride}", disable=not progress, file=sys.stderr):
+    scenes = {}
+    for n in counts:
         gt = people_scene(kps, mask, n, grid, p_max)
-        maps = encoder(pad_to_stride(gt, stride))
-        times = []
-        for _ in range(repeats):
-            people, ms = decode_timed(maps, cfg, stride, gt.image_size)
-            times.append(ms)
-        ms_by[str(n)] = float(np.median(times))
-        whole_by[str(n)] = match_people(gt.keypoints[:n], people, tol)["whole"]
+        scenes[n] = (gt, encoder(pad_to_stride(gt, stride)))
+    # Repeats interleave the scenes, so a slow spell of a shared machine hits them alike.
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    people_of: dict[int, list] = {}
+    for _ in tqdm(range(repeats), desc=f"people s={stride}", disable=not progress, file=sys.stderr):
+        for n, (gt, maps) in scenes.items():
+            people_of[n], ms = decode_timed(maps, cfg, stride, gt.image_size)
+            times[n].append(ms)
+    ms_by = {str(n): float(np.median(times[n])) for n in counts}
+    whole_by = {str(n): match_people(scenes[n][0].keypoints[:n], people_of[n], tol)["whole"]
+                for n in counts}
     return ms_by, whole_by
 
 

@@ -5,10 +5,10 @@ same keypoint of a person already kept seeds a new person, grown from it: walked
 the tree, then completed by long range. A person depends only on its own seed, so the
 fast loop does the work in batches and gets exactly the sequential result:
 
-- walks run when the loop first needs one: the best candidate's alone (often the only
-  person), then the next ``WALK_BATCH`` candidates still alive, at once (one vectorised
-  step per tree level); the people kept from a batch skip most of the candidates after
-  it, so few candidates are walked in vain;
+- walks run when the loop first needs one: that candidate and the next ``WALK_BATCH``
+  still alive, at once (one vectorised step per tree level); the people kept from a
+  batch skip most of the candidates after it, so few are walked in vain, and most
+  images need one batch;
 - the greedy pass runs on the walked people; the kept people not completed yet are
   completed in one batch, and the pass is repeated until every kept person is complete.
   The last pass is then the sequential loop.
@@ -26,7 +26,7 @@ from .sampling import sqnorm
 from .voting import Candidates
 from .walk import Poses
 
-WALK_BATCH = 128     # candidates walked together after the first (a speed setting only)
+WALK_BATCH = 128     # candidates walked together (a speed setting only)
 
 
 def greedy_pass(cands: Candidates, people: Poses, walked: np.ndarray,
@@ -42,8 +42,8 @@ def greedy_pass(cands: Candidates, people: Poses, walked: np.ndarray,
     kept: list[int] = []
     while len(kept) < max_people and alive.any():
         c = int(alive.argmax())                               # the best candidate left
-        if not walked[c]:                                     # c alone first, then in batches
-            rows = np.flatnonzero(alive & ~walked)[:WALK_BATCH if walked.any() else 1]
+        if not walked[c]:                                     # c and the next ones, together
+            rows = np.flatnonzero(alive & ~walked)[:WALK_BATCH]
             people = people.put(rows, walk(people.take(rows)))
             walked[rows] = True
         kept.append(c)
