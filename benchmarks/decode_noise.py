@@ -73,6 +73,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from strongpose import cli  # noqa: E402  (standard library only: --help stays fast)
+
 #: cells -> (ms, MB): docs/DECODER.md's budgets for one decode of noise maps.
 BUDGETS: dict[int, tuple[float, float]] = {65: (50.0, 300.0), 129: (200.0, 300.0),
                                            201: (500.0, 300.0)}
@@ -384,7 +386,7 @@ def table(sizes: dict[str, dict[str, Any]]) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    ap = cli.ArgumentParser(prog="decode_noise.py", description=__doc__.split("\n")[0],
                                  epilog="Details: the module docstring of this script.")
     ap.add_argument("--sizes", nargs="+", default=[str(n) for n in DEFAULT_SIZES],
                     help="map sizes in cells (square maps); default 65 129 201")
@@ -427,11 +429,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _worker(args)
     from strongpose.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)  # bad overrides stop here, not per size
-    except (OSError, ValueError) as exc:
-        print(f"decode_noise.py: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)  # bad overrides stop here, not per size
     sizes: dict[str, dict[str, Any]] = {}
     for size in dict.fromkeys(args.sizes):
         print(f"decode_noise: {size}x{size} cells ...", file=sys.stderr, flush=True)
@@ -465,4 +463,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main, prog="decode_noise.py"))
