@@ -83,14 +83,6 @@ def load_other_decoder(revision: str) -> ModuleType:
     return module
 
 
-def _load_oracle() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("decode_oracle", REPO / "benchmarks" / "decode_oracle.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
     import numpy as np
@@ -102,7 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from strongpose.geometry import ImageTransform
 
     other = load_other_decoder(args.against)
-    oracle = _load_oracle()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import decode_oracle as oracle     # its encoder and people scenes
     cfg = load_config(args.config, args.overrides)
     coco = CocoKeypoints(args.annotations)
     encoder = oracle.OracleEncoder(cfg, args.stride)

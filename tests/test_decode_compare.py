@@ -1,12 +1,13 @@
 """benchmarks/decode_compare.py: this decoder against a git revision's, interleaved."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from bench import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "decode_compare.py"
@@ -19,17 +20,9 @@ def _head() -> str:
     return out.stdout.strip()
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("decode_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_against_head_on_the_synthetic_set(synth, capsys):
     head = _head()
-    summary = _load().main(["--against", head, "--annotations", str(synth.annotation_file),
+    summary = load_benchmark("decode_compare").main(["--against", head, "--annotations", str(synth.annotation_file),
                             "--people", "2", "--repeats", "1"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
     for name in ("this", head):

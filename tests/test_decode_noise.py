@@ -16,7 +16,6 @@ grow by at most ``GUARD_MB``): a decoder that would take the machine's memory fa
 test with a MemoryError instead.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import load_benchmark
 from strongpose.config import load_config
 
 BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_noise.py"
@@ -38,15 +38,7 @@ MAX_PEAK_MB = 300.0
 SLOW_MAX_MS = {129: 2000.0, 201: 4000.0}   # budgets 200 / 500 ms
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("decode_noise", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_benchmark("decode_noise")
 
 
 @pytest.fixture(scope="module")

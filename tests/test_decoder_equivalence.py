@@ -30,14 +30,13 @@ see :func:`compare`.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pytest
 
+from bench import load_benchmark
 from reference_decoder import Maps, corners, hough, reference_decode, sample, snap
 from scenes import K, R, SK, STRIDE, TEMPLATE, box_body, eight_people, make_maps, person_at
 from strongpose.config import DecoderConfig
@@ -510,16 +509,7 @@ def test_fast_matches_reference_on_random_scenes(use_long_range):
 
 
 # ================================================================ (c) coco-mini oracle
-ORACLE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_oracle.py"
 COCO_SAMPLE = 12                       # images in the default run (all 80 with -m slow)
-
-
-def _load_oracle():
-    spec = importlib.util.spec_from_file_location("decode_oracle", ORACLE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                                   # dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def coco_scenes(annotations: Path, stride: int, limit: int | None = None) -> Iterator[Scene]:
@@ -529,7 +519,7 @@ def coco_scenes(annotations: Path, stride: int, limit: int | None = None) -> Ite
     from strongpose.coco import CocoKeypoints, pad_to_stride
     from strongpose.config import Config
 
-    oracle = _load_oracle()
+    oracle = load_benchmark("decode_oracle")
     coco = CocoKeypoints(annotations)
     config = Config()
     encoder = oracle.OracleEncoder(config, stride)

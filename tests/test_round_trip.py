@@ -3,31 +3,18 @@
 Also the pieces of benchmarks/decode_oracle.py: grouping counts, people scenes, the CLI.
 """
 
-import importlib.util
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench import load_benchmark
 from coco_synth import write_synth_coco
 from strongpose.coco import CocoKeypoints, pad_to_stride
 from strongpose.config import Config, load_config
 
-ORACLE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_oracle.py"
-
-
-def _load_oracle():
-    spec = importlib.util.spec_from_file_location("decode_oracle", ORACLE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-oracle = _load_oracle()
+oracle = load_benchmark("decode_oracle")
 
 
 @dataclass
