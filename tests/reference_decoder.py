@@ -144,6 +144,7 @@ class Candidate:
     y: float
     k: int
     score: float
+    peak: float          # the strong map at the cell (ties in score: the sharper peak first)
 
 
 def candidates(strong: np.ndarray, score: np.ndarray, short: np.ndarray, stride: int,
@@ -152,7 +153,8 @@ def candidates(strong: np.ndarray, score: np.ndarray, short: np.ndarray, stride:
 
     Cells with ``strong >= t``, ``strong > 0`` and ``strong`` equal to its 3x3 maximum
     (per type, zeros outside); position ``(s j, s i) + S_k(i, j)``, score ``score_k(i, j)``;
-    best score first, ties in raster order ``(i, j, k)``. Then the first
+    best score first, then the sharper peak (higher ``strong``), then raster order
+    ``(i, j, k)``. Then the first
     ``max_candidates_per_type`` of each type; of those, per type only the first of those
     whose positions round (half to even) to the same quarter pixel; of those, the first
     ``max_candidates``.
@@ -163,8 +165,9 @@ def candidates(strong: np.ndarray, score: np.ndarray, short: np.ndarray, stride:
     for i, j, k in zip(*np.nonzero(peak)):                     # raster order (i, j, k)
         found.append(Candidate(x=stride * float(j) + float(short[i, j, 2 * k]),
                                y=stride * float(i) + float(short[i, j, 2 * k + 1]),
-                               k=int(k), score=float(score[i, j, k])))
-    found.sort(key=lambda c: -c.score)                         # stable: ties stay in raster order
+                               k=int(k), score=float(score[i, j, k]),
+                               peak=float(strong[i, j, k])))
+    found.sort(key=lambda c: (-c.score, -c.peak))              # stable: then raster order
     per_type: dict[int, int] = {}
     capped = []
     for c in found:

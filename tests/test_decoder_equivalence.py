@@ -18,7 +18,7 @@ A failure lists, per scene, which person and keypoint differ and by how much.
 
 Exact maps and ties. On exact maps many candidates tie: a keypoint's score is its count
 of disk cells over the disk's area, and many keypoints have the same count. DECODER.md
-orders tied candidates in raster order, and which of a person's keypoints seeds it
+orders tied candidates by the sharper peak, then in raster order, and which of a person's keypoints seeds it
 decides where its keypoints that are not found sit and, in crowds, more. The reference
 computes these scores exactly (keypoints on whole pixels make every splatted share a
 multiple of 1/s^2, so equal sums are equal floats; it divides by the area after the box
@@ -103,8 +103,9 @@ def test_reference_hough_peak_is_about_one_and_snap_is_exact():
 
 def test_reference_equal_disks_tie_exactly_and_keep_raster_order():
     # Keypoints at sub-cell offsets (1, 6) and (6, 1): mirror images, the same count of disk
-    # cells and the same splat shares, so the same score, exactly (module docstring; box
-    # sums of the strong map already divided by the area differ here in the last bit).
+    # cells and the same splat shares, so the same score and the same peak, exactly (module
+    # docstring; box sums of the strong map already divided by the area differ here in the
+    # last bit): raster order decides.
     one = Skeleton(names=("a",), edges=(), flip_pairs=(), sigmas=(0.05,))
     people = [np.array([[201.0, 86.0, 1]], np.float32), np.array([[46.0, 161.0, 1]], np.float32)]
     out = ref(make_maps(people, (31, 31), skeleton=one), skeleton=one)
@@ -310,7 +311,7 @@ def compare(scene: Scene, excuse: bool) -> tuple[list[str], bool, People]:
     lines = differences(fast, expect, names)
     if lines and scene.exact:
         lines.append("(exact maps: does the fast decoder score tied candidates exactly equal, and "
-                     "order them in raster order? See the module docstring.)")
+                     "order them by peak, then in raster order? See the module docstring.)")
     if not lines or not excuse or scene.exact:
         return lines, False, expect
     moved = [scene.reference(nudged(scene.maps, seed)) for seed in range(4)]

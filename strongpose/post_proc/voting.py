@@ -95,10 +95,11 @@ def find_candidates(strong: np.ndarray, score_map: np.ndarray, short: np.ndarray
                     stride: int, threshold: float, max_per_type: int,
                     max_total: int) -> Candidates:
     """Local maxima of the strong maps at or above ``threshold``, refined by the short
-    offset, best first (ties: raster order): the first ``max_per_type`` of each type, of
+    offset, best first (equal scores: the sharper peak, then raster order): the first
+    ``max_per_type`` of each type, of
     those the first of each type and quarter pixel, and of those the first ``max_total``."""
     i, j, k = _local_maxima(strong, threshold)
-    order = np.argsort(-score_map[i, j, k], kind="stable")
+    order = np.lexsort((-strong[i, j, k], -score_map[i, j, k]))     # ties: the sharper peak first
     i, j, k = i[order], j[order], k[order]
     h, w = strong.shape[:2]
     offsets = short.reshape(h, w, -1, 2)[i, j, k]
