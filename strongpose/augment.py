@@ -1,0 +1,360 @@
+"""One random geometric + photometric augmentation of one training example (TensorFlow ops).
+
+Graph-compatible (``tf.data.Dataset.map``, ``tf.function``): no NumPy on the tensors, no
+``py_function``. Deterministic for a given seed: every random draw is a
+``tf.random.stateless_*`` op fed from ``seed`` (an int32/int64 tensor of shape (2,)).
+
+    augmenter = Augmenter.from_config(cfg)                 # training
+    out = augmenter(example, seed)                         # seed: shape (2,)
+    evaluation = Augmenter.from_config(cfg, augment=False) # resize/pad only
+
+Input ``example`` (one image, no batch axis):
+
+=================== ================= ==============================================
+key                 shape / dtype     meaning
+=================== ================= ==============================================
+``image``           (H, W, 3) uint8   RGB (any numeric dtype, values 0..255)
+``instance_map``    (H, W) int        0 background, j + 1 on person j's mask
+``crowd_mask``      (H, W) uint8      optional (zeros when absent)
+``unannotated_mask`` (H, W) uint8     optional (zeros when absent)
+``keypoints``       (P, K, 3) float32 x, y (pixels), v; rows with v = 0 are ignored
+``num_people``      () int32          people present (rows beyond are padding)
+=================== ================= ==============================================
+
+Any other key (``has_mask``, an image id, ...) is passed through unchanged.
+
+Output (S = ``input_size`` = s*n + 1):
+
+=================== ================== ==============================================
+``image``           (S, S, 3) float32  RGB 0..255 (what ``build_model`` takes); 0 outside
+                                       the warped image
+``instance_map``    (S, S) int32       warped with nearest neighbour, fill 0
+``person_masks``    (P, hm, wm) uint8  ``instance_map == j + 1`` read at every
+                                       ``mask_factor``-th pixel (hm - 1 = (S - 1) / f);
+                                       left out when ``mask_factor`` is None
+``crowd_mask``      (S, S) uint8       nearest, fill 0
+``unannotated_mask`` (S, S) uint8      nearest, fill 0
+``keypoints``       (P, K, 3) float32  transformed; v = 0 where the point left the crop
+``num_people``      () int32           unchanged
+``matrix``          (3, 3) float32     the forward transform: input pixel -> crop pixel
+                                       (flip included)
+``flipped``         () bool            whether the example was mirrored
+=================== ================== ==============================================
+
+Conventions:
+
+* Pixel centres are at integer coordinates (pixel ``[i, j]`` is the point
+  ``(x, y) = (j, i)``), as everywhere in the project (map cell ``(i, j)`` is point
+  ``(s*j, s*i)``; the mirror is ``x -> W - 1 - x``), and as
+  ``tf.raw_ops.ImageProjectiveTransformV3`` samples. Keypoints go through the same
+  matrix as the pixels, so a keypoint drawn on the image lands where its transformed
+  coordinates say.
+* The transform, input to crop: mirror (with probability ``flip_probability``:
+  ``x -> W - 1 - x``), then about the image centre ``((W-1)/2, (H-1)/2)``: rotate by
+  ``U(-rotation_deg, rotation_deg)``, scale by ``base * U(scale_range)`` where ``base =
+  (S - 1) / (max(H, W) - 1)`` fits the longer side to the crop, and put the centre at the
+  crop centre ``((S-1)/2, (S-1)/2)`` plus a shift ``U(-max_shift, max_shift) * (S - 1)``
+  per axis. With the default ``max_shift = 0.5`` the image centre stays anywhere inside
+  the crop (translation policy: uniform over the crop, not centred on a person).
+* Colour jitter is applied to the source image in float (0..1), before the warp, so the
+  fill outside the image stays exactly 0: brightness ``+U(-b, b)``, contrast
+  ``(x - mean) * U(1-c, 1+c) + mean``, saturation ``* U(1-s, 1+s)`` and hue ``+U(-h, h)``
+  turns (both in YIQ, so the whole jitter is one 3x3 matrix and a bias per pixel),
+  clipped to [0, 1]; the result is scaled to 0..255 float32.
+* Identity mode (``augment=False``): no flip, no rotation, scale ``base``, no jitter, the
+  image centred with a whole-pixel offset: a pure align-corners resize of the longer side
+  to S and a zero pad (the matrix says how to map results back).
+
+Left to the pipeline: decoding and padding people to P = ``codec.max_people``,
+``has_mask`` (passed through), batching, and the target maps (``TargetEncoder``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+import tensorflow as tf
+
+from strongpose import geometry
+from strongpose.flip import flip_keypoints
+from strongpose.skeleton import Skeleton
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from strongpose.config import Config
+
+REQUIRED_KEYS: tuple[str, ...] = ("image", "instance_map", "keypoints", "num_people")
+OPTIONAL_MASKS: tuple[str, ...] = ("crowd_mask", "unannotated_mask")
+_NUM_SEEDS = 8
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """Plain-value augmentation parameters; ``augmenter(example, seed)`` augments one example.
+
+    Attributes:
+        skeleton: keypoint set (K and the flip permutation).
+        input_size: crop side S = s*n + 1.
+        scale_range: (low, high) of the random scale, relative to the fit of the longer side.
+        rotation_deg: rotations are uniform in +-this many degrees.
+        flip_probability: chance of a horizontal mirror.
+        max_shift: the image centre moves uniformly by +-this share of (S - 1) per axis.
+        brightness, contrast, saturation, hue: colour jitter ranges (0 turns one off).
+        augment: False: identity mode (fit and centre, nothing random).
+        mask_factor: person_masks are read at every f-th crop pixel; None: not produced.
+    """
+
+    skeleton: Skeleton
+    input_size: int
+    scale_range: tuple[float, float] = (0.7, 1.3)
+    rotation_deg: float = 25.0
+    flip_probability: float = 0.5
+    max_shift: float = 0.5
+    brightness: float = 0.1
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+    augment: bool = True
+    mask_factor: Optional[int] = 1
+
+    def __post_init__(self) -> None:
+        s = self.input_size
+        if isinstance(s, bool) or int(s) != s or s < 2:
+            raise ValueError(f"augment: input_size must be an integer >= 2, got {s!r}")
+        lo, hi = (float(v) for v in self.scale_range)
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+            raise ValueError(f"augment: scale_range {self.scale_range!r} needs 0 < low <= high")
+        checks = (("rotation_deg", self.rotation_deg, 0.0, 180.0),
+                  ("flip_probability", self.flip_probability, 0.0, 1.0),
+                  ("max_shift", self.max_shift, 0.0, 10.0),
+                  ("brightness", self.brightness, 0.0, 1.0),
+                  ("contrast", self.contrast, 0.0, 1.0),
+                  ("saturation", self.saturation, 0.0, 1.0),
+                  ("hue", self.hue, 0.0, 0.5))
+        for name, value, low, high in checks:
+            if not (math.isfinite(float(value)) and low <= float(value) <= high):
+                raise ValueError(f"augment: {name} must be in [{low}, {high}], got {value!r}")
+        f = self.mask_factor
+        if f is not None and (isinstance(f, bool) or int(f) != f or f < 1 or (s - 1) % f):
+            raise ValueError(f"augment: mask_factor must be None or an integer f >= 1 dividing "
+                             f"input_size - 1 = {s - 1}, got {f!r}")
+
+    @classmethod
+    def from_config(cls, cfg: "Config", augment: bool = True,
+                    mask_factor: Optional[int] = 1) -> "Augmenter":
+        """Augmenter for ``cfg``: skeleton, ``model.input_size`` and ``data.*`` ranges."""
+        return cls(skeleton=cfg.skeleton, input_size=int(cfg.model.input_size),
+                   scale_range=tuple(float(v) for v in cfg.data.scale_range),
+                   rotation_deg=float(cfg.data.rotation_deg),
+                   flip_probability=float(cfg.data.flip_probability),
+                   augment=bool(augment), mask_factor=mask_factor)
+
+    @property
+    def mask_size(self) -> Optional[int]:
+        """Side of ``person_masks`` (``(S - 1) / mask_factor + 1``), or None."""
+        return None if self.mask_factor is None else (self.input_size - 1) // self.mask_factor + 1
+
+    def __call__(self, example: Mapping[str, Any], seed: Any = (0, 0)) -> dict[str, tf.Tensor]:
+        """Augment one example (see the module docstring for keys and conventions)."""
+        return _augment(self, example, seed)
+
+
+# ------------------------------------------------------------------ validation
+def _check_inputs(aug: Augmenter, example: Mapping[str, Any], seed: Any) -> dict[str, tf.Tensor]:
+    if not isinstance(example, Mapping):
+        raise ValueError(f"augment: example must be a mapping of tensors, got {type(example).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in example]
+    if missing:
+        raise ValueError(f"augment: example lacks {missing} (need {list(REQUIRED_KEYS)}, "
+                         f"optionally {list(OPTIONAL_MASKS)})")
+    image = tf.convert_to_tensor(example["image"])
+    if image.shape.rank != 3 or (image.shape[-1] is not None and image.shape[-1] != 3):
+        raise ValueError(f"augment: image must be (H, W, 3), got shape {image.shape}")
+    if not (image.dtype.is_integer or image.dtype.is_floating):
+        raise ValueError(f"augment: image must be numeric, got {image.dtype.name}")
+    out = {"image": image}
+    inst = tf.convert_to_tensor(example["instance_map"])
+    if not inst.dtype.is_integer:
+        raise ValueError(f"augment: instance_map must be integer, got {inst.dtype.name}")
+    out["instance_map"] = tf.cast(inst, tf.int32)
+    for key in OPTIONAL_MASKS:
+        if key in example and example[key] is not None:
+            out[key] = tf.cast(tf.convert_to_tensor(example[key]), tf.int32)
+    for key in ("instance_map",) + OPTIONAL_MASKS:
+        if key not in out:
+            continue
+        t = out[key]
+        if t.shape.rank != 2:
+            raise ValueError(f"augment: {key} must be (H, W), got shape {t.shape}")
+        for axis in (0, 1):
+            a, b = t.shape[axis], image.shape[axis]
+            if a is not None and b is not None and a != b:
+                raise ValueError(f"augment: {key} is {tuple(t.shape)}, the image is "
+                                 f"{tuple(image.shape[:2])}: they must be the same size")
+    kp = tf.convert_to_tensor(example["keypoints"], dtype_hint=tf.float32)
+    k = aug.skeleton.num_keypoints
+    if (kp.shape.rank != 3 or (kp.shape[1] is not None and kp.shape[1] != k)
+            or (kp.shape[2] is not None and kp.shape[2] != 3)):
+        raise ValueError(f"augment: keypoints must be (P, {k}, 3) (x, y, v) for the skeleton's "
+                         f"{k} keypoints, got shape {kp.shape}")
+    out["keypoints"] = tf.cast(kp, tf.float32)
+    n = tf.convert_to_tensor(example["num_people"])
+    if n.shape.rank not in (None, 0):
+        raise ValueError(f"augment: num_people must be a scalar, got shape {n.shape}")
+    out["num_people"] = tf.cast(n, tf.int32)
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank != 1 or (seed.shape[0] is not None and seed.shape[0] != 2) \
+            or not seed.dtype.is_integer:
+        raise ValueError(f"augment: seed must be an integer tensor of shape (2,), got "
+                         f"{seed.dtype.name} {seed.shape}")
+    out["seed"] = tf.cast(seed, tf.int64)
+    return out
+
+
+# -------------------------------------------------------------------- transform
+def _matrix(scale: tf.Tensor, angle: tf.Tensor, shift: tf.Tensor, flip: tf.Tensor,
+            width: tf.Tensor, height: tf.Tensor, size: int) -> tf.Tensor:
+    """Forward 3x3 (input pixel -> crop pixel): mirror, then rotate/scale about the image
+    centre, then centre + shift in the crop. All float32 scalars except shift (2,)."""
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    c = (size - 1.0) / 2.0
+    sign = tf.where(flip, -1.0, 1.0)          # the mirror x -> W-1-x is x-cx -> -(x-cx)
+    cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
+    a00, a01 = cos * sign, -sin
+    a10, a11 = sin * sign, cos
+    tx = c + shift[0] - (a00 * cx + a01 * cy)
+    ty = c + shift[1] - (a10 * cx + a11 * cy)
+    zero, one = tf.zeros_like(scale), tf.ones_like(scale)
+    return tf.reshape(tf.stack([a00, a01, tx, a10, a11, ty, zero, zero, one]), [3, 3])
+
+
+def _warp(images: tf.Tensor, inverse: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
+    """ImageProjectiveTransformV3 of (1, H, W, C) with the crop->input ``inverse``."""
+    transform = tf.reshape(inverse, [9])[:8][None]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transform, output_shape=tf.constant([size, size], tf.int32),
+        fill_value=tf.constant(0.0, tf.float32), interpolation=interpolation,
+        fill_mode="CONSTANT")
+
+
+# RGB <-> YIQ: hue is a rotation of (I, Q), saturation a scaling of it (Y is the luma).
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+def _jitter(aug: Augmenter, image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+    """Colour jitter of a float RGB image in [0, 1], as one affine map per pixel.
+
+    brightness ``+ U(-b, b)``; contrast ``(x - mean) * U(1-c, 1+c) + mean`` (per-channel
+    image mean); saturation and hue in YIQ: (I, Q) scaled by ``U(1-s, 1+s)`` and rotated by
+    ``U(-h, h)`` turns. The three compose into ``x -> x @ A + b``; then clip to [0, 1].
+    """
+    def uniform(i: int, r: float) -> tf.Tensor:
+        if r <= 0:
+            return tf.constant(0.0)
+        return tf.random.stateless_uniform([], seeds[i], -r, r, dtype=tf.float32)
+
+    contrast = 1.0 + uniform(5, aug.contrast)
+    mean = tf.reduce_mean(image, axis=[0, 1])                         # (3,)
+    bias = uniform(4, aug.brightness) + (1.0 - contrast) * mean       # x*c + (1-c)*mean + db
+    sat = 1.0 + uniform(6, aug.saturation)
+    theta = 2.0 * math.pi * uniform(7, aug.hue)
+    cos, sin = tf.cos(theta) * sat, tf.sin(theta) * sat
+    zero, one = tf.zeros_like(cos), tf.ones_like(cos)
+    chroma = tf.reshape(tf.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos]), [3, 3])
+    to_yiq = tf.constant(_RGB_TO_YIQ, tf.float32)
+    colour = tf.linalg.inv(to_yiq) @ chroma @ to_yiq                 # column vectors: y = C x
+    a = contrast * tf.transpose(colour)                               # row vectors: y = x A
+    b = tf.linalg.matvec(colour, bias)
+    out = tf.einsum("hwc,cd->hwd", image, a) + b
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def _augment(aug: Augmenter, example: Mapping[str, Any], seed: Any) -> dict[str, tf.Tensor]:
+    t = _check_inputs(aug, example, seed)
+    size = int(aug.input_size)
+    image, kp = t["image"], t["keypoints"]
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    checks = [tf.debugging.assert_equal(tf.shape(t[key]), shape[:2],
+                                        message=f"augment: {key} and image differ in size")
+              for key in ("instance_map",) + OPTIONAL_MASKS if key in t]
+    base = (size - 1.0) / tf.maximum(tf.maximum(height, width) - 1.0, 1.0)
+
+    if aug.augment:
+        seeds = tf.random.experimental.stateless_split(t["seed"], num=_NUM_SEEDS)
+        lo, hi = (float(v) for v in aug.scale_range)
+        scale = base * tf.random.stateless_uniform([], seeds[0], lo, hi) if hi > lo else base * lo
+        rad = math.radians(aug.rotation_deg)
+        angle = tf.random.stateless_uniform([], seeds[1], -rad, rad) if rad > 0 else tf.constant(0.0)
+        reach = aug.max_shift * (size - 1.0)
+        shift = (tf.random.stateless_uniform([2], seeds[2], -reach, reach) if reach > 0
+                 else tf.zeros([2], tf.float32))
+        flip = tf.random.stateless_uniform([], seeds[3], 0.0, 1.0) < aug.flip_probability
+    else:
+        scale, angle, flip = base, tf.constant(0.0), tf.constant(False)
+        # A whole-pixel offset, so that the crop is a resize plus a zero pad.
+        c = (size - 1.0) / 2.0
+        off = tf.stack([tf.round(c - base * (width - 1.0) / 2.0),
+                        tf.round(c - base * (height - 1.0) / 2.0)])
+        shift = off - (c - base * tf.stack([width - 1.0, height - 1.0]) / 2.0)
+    matrix = _matrix(scale, angle, shift, flip, width, height, size)
+    inverse = tf.linalg.inv(matrix)
+    inverse = inverse / inverse[2, 2]
+
+    with tf.control_dependencies(checks):
+        img = tf.cast(image, tf.float32) / 255.0
+    if aug.augment and (aug.brightness or aug.contrast or aug.saturation or aug.hue):
+        img = _jitter(aug, img, seeds)
+    img = _warp(img[None], inverse, size, "BILINEAR")[0] * 255.0
+    img = tf.ensure_shape(img, [size, size, 3])
+
+    mask_keys = ("instance_map",) + tuple(k for k in OPTIONAL_MASKS if k in t)
+    stacked = tf.stack([t[k] for k in mask_keys], axis=-1)[None]
+    warped = _warp(stacked, inverse, size, "NEAREST")[0]
+    out: dict[str, tf.Tensor] = {
+        key: value for key, value in example.items()
+        if key not in REQUIRED_KEYS + OPTIONAL_MASKS}
+    out["image"] = img
+    out["instance_map"] = tf.ensure_shape(warped[..., 0], [size, size])
+    for i, key in enumerate(mask_keys[1:], start=1):
+        out[key] = tf.ensure_shape(tf.cast(warped[..., i], tf.uint8), [size, size])
+    for key in OPTIONAL_MASKS:
+        if key not in out:
+            out[key] = tf.zeros([size, size], tf.uint8)
+
+    # Keypoints: the mirror as flip.flip_keypoints (x -> W-1-x, left/right swapped), then
+    # the rest of the matrix (the mirror taken out of it).
+    kp_in = tf.where(flip, flip_keypoints(kp, width, aug.skeleton), kp)
+    unflip = tf.linalg.diag(tf.stack([tf.where(flip, -1.0, 1.0), 1.0, 1.0]))
+    mirror = tf.tensor_scatter_nd_update(unflip, [[0, 2]], [tf.where(flip, width - 1.0, 0.0)])
+    rest = matrix @ mirror                   # matrix = rest @ mirror; mirror is its own inverse
+    xy = tf.einsum("pkj,ij->pki", kp_in[..., :2], rest[:2, :2]) + rest[:2, 2]
+    inside = tf.reduce_all((xy >= 0.0) & (xy <= size - 1.0), axis=-1)
+    v = tf.where(inside, kp_in[..., 2], tf.zeros_like(kp_in[..., 2]))
+    out["keypoints"] = tf.concat([xy, v[..., None]], axis=-1)
+    out["num_people"] = t["num_people"]
+    if aug.mask_factor is not None:
+        out["person_masks"] = person_masks(out["instance_map"], tf.shape(kp)[0], aug.mask_factor)
+    out["matrix"] = matrix
+    out["flipped"] = flip
+    return out
+
+
+def person_masks(instance_map: tf.Tensor, num_rows: Any, factor: int = 1) -> tf.Tensor:
+    """(P, hm, wm) uint8 masks ``instance_map[::f, ::f] == j + 1`` for j < ``num_rows``."""
+    sub = instance_map[::factor, ::factor]
+    ids = tf.range(1, tf.cast(num_rows, tf.int32) + 1, dtype=sub.dtype)
+    return tf.cast(tf.equal(sub[None], ids[:, None, None]), tf.uint8)
+
+
+def crop_transform(matrix: Any, original_width: int, original_height: int
+                   ) -> geometry.ImageTransform:
+    """The :class:`geometry.ImageTransform` of an identity-mode matrix (no rotation, no
+    flip): ``input = original * scale + offset``. Raises ValueError for other matrices."""
+    m = [[float(v) for v in row] for row in (matrix.numpy() if hasattr(matrix, "numpy") else matrix)]
+    if abs(m[0][1]) > 1e-6 or abs(m[1][0]) > 1e-6 or m[0][0] <= 0 or abs(m[0][0] - m[1][1]) > 1e-6:
+        raise ValueError("augment: crop_transform needs a matrix with no rotation or flip")
+    return geometry.ImageTransform(scale=m[0][0], offset_x=m[0][2], offset_y=m[1][2],
+                                   original_width=int(original_width),
+                                   original_height=int(original_height))
