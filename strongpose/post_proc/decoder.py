@@ -25,7 +25,7 @@ from .masks import assign_body_cells, boxes, upsample_masks
 from .sampling import Snapper
 from .scores import rank_people, soft_nms_scores
 from .voting import find_candidates, hough_maps
-from .walk import Poses, WalkMaps, walk
+from .walk import WalkMaps, walk
 
 if TYPE_CHECKING:  # pragma: no cover
     from strongpose.config import Config
