@@ -12,7 +12,7 @@ import pytest
 from bench import load_benchmark
 from coco_synth import write_synth_coco
 from strongpose.coco import CocoKeypoints, pad_to_stride
-from strongpose.config import Config, load_config
+from strongpose.config import Config
 
 oracle = load_benchmark("decode_oracle")
 
