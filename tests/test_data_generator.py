@@ -1,0 +1,172 @@
+"""strongpose.data_generator: preparation cache, tf.data batches, determinism, errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from strongpose.coco import CocoFormatError
+from strongpose.config import load_config
+from strongpose.data_generator import DataError, make_dataset, prepare
+from strongpose.synthetic import write_dataset, write_splits
+
+SIZE = 193            # input_size = 8*24 + 1: the synthetic images' longer side, scale 1
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dg_synth")
+    files = write_splits(root, train=10, val=2, seed=3, size=(161, SIZE), crowd_rate=0.6,
+                         mask_only_rate=0.3, empty_rate=0.1)
+    return root, files
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("tiny", [f"model.input_size={SIZE}"])
+
+
+def _ds(cfg, synth, cache, **kw):
+    root, files = synth
+    kw.setdefault("batch_size", 2)
+    kw.setdefault("progress", False)
+    return make_dataset(cfg, files["train"], root / "train", cache, **kw)
+
+
+def test_batch_shapes_and_dtypes(cfg, synth, tmp_path):
+    images, targets = next(iter(_ds(cfg, synth, tmp_path / "c", seed=1)))
+    assert images.shape == (2, SIZE, SIZE, 3) and images.dtype.name == "float32"
+    h = (SIZE - 1) // 8 + 1
+    k = cfg.skeleton.num_keypoints
+    e = cfg.skeleton.num_edges
+    want = {"heatmap": k, "short": 2 * k, "mid": 4 * e, "long": 2 * k, "body": 1,
+            "heatmap_weight": k, "short_weight": k, "mid_weight": 2 * e, "long_weight": k,
+            "body_weight": 1}
+    assert {key: tuple(v.shape) for key, v in targets.items()} == \
+        {key: (2, h, h, c) for key, c in want.items()}
+    assert all(v.dtype.name == "float32" for v in targets.values())
+    assert float(images.numpy().max()) <= 255.0 and float(images.numpy().min()) >= 0.0
+    _, inputs = next(iter(_ds(cfg, synth, tmp_path / "c", seed=1, with_targets=False)))
+    p = cfg.codec.max_people
+    assert inputs["keypoints"].shape == (2, p, k, 3)
+    assert inputs["person_masks"].shape == (2, p, h, h) and inputs["person_masks"].dtype.name == "uint8"
+    assert inputs["has_mask"].dtype.name == "bool" and inputs["num_people"].dtype.name == "int32"
+    assert inputs["crowd_mask"].shape == (2, h, h)
+    # The cache: one label PNG per image with anything to draw, and people.npz.
+    roots = list((tmp_path / "c").iterdir())
+    assert len(roots) == 1 and (roots[0] / "people.npz").is_file()
+    assert list((roots[0] / "labels").glob("*.png"))
+
+
+def test_deterministic_for_a_seed(cfg, synth, tmp_path):
+    def first(seed):
+        images, targets = next(iter(_ds(cfg, synth, tmp_path / "c", seed=seed)))
+        return images.numpy(), targets["long"].numpy()
+    a, b, c = first(5), first(5), first(6)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_unaugmented_targets_decode_to_ground_truth(cfg, synth, tmp_path):
+    from strongpose.post_proc import Decoder
+    kw = dict(training=False, augment=False, batch_size=4, seed=0)
+    ds_in = _ds(cfg, synth, tmp_path / "c", with_targets=False, **kw)
+    ds_t = _ds(cfg, synth, tmp_path / "c", **kw)
+    decoder = Decoder.from_config(cfg)
+    checked = 0
+    for (img_a, inputs), (img_b, targets) in zip(ds_in, ds_t):
+        np.testing.assert_array_equal(img_a.numpy(), img_b.numpy())
+        for b in range(int(img_a.shape[0])):
+            maps = {key: targets[key][b].numpy() for key in ("heatmap", "short", "mid", "long", "body")}
+            people = decoder(maps)
+            n = int(inputs["num_people"][b])
+            for gt in inputs["keypoints"][b, :n].numpy():
+                lab = gt[:, 2] > 0
+                if not lab.any():
+                    continue
+                dist = [np.abs(p.keypoints[lab, :2] - gt[lab, :2]).max() for p in people]
+                assert dist and min(dist) <= 1.0, (b, dist)
+                checked += 1
+    assert checked >= 5
+
+
+def test_crowd_and_mask_only_people_reach_the_weights(cfg, synth, tmp_path):
+    kw = dict(training=False, augment=False, batch_size=4, seed=0)
+    ds_in = _ds(cfg, synth, tmp_path / "c", with_targets=False, **kw)
+    ds_t = _ds(cfg, synth, tmp_path / "c", **kw)
+    seen_crowd = seen_unannotated = 0
+    for (_, inputs), (_, t) in zip(ds_in, ds_t):
+        crowd = inputs["crowd_mask"].numpy() > 0
+        unann = inputs["unannotated_mask"].numpy() > 0
+        disk = t["heatmap"].numpy() > 0
+        weight = t["heatmap_weight"].numpy()
+        ignore = (crowd | unann)[..., None] & ~disk
+        assert np.all(weight[ignore] == 0)
+        assert np.all(weight[~ignore] == 1)
+        assert np.all(t["body_weight"].numpy()[..., 0][crowd] == 0)
+        seen_crowd += int(crowd.sum())
+        seen_unannotated += int(unann.sum())
+    assert seen_crowd > 0 and seen_unannotated > 0
+
+
+def test_corrupt_image_is_skipped_and_counted(cfg, synth, tmp_path):
+    root, files = synth
+    images = tmp_path / "images"
+    shutil.copytree(root / "train", images)
+    victim = sorted(images.glob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg at all")
+    with pytest.warns(UserWarning, match="skipping image"):
+        prepared = prepare(files["train"], images, tmp_path / "c", skeleton=cfg.skeleton,
+                           max_people=cfg.codec.max_people, progress=False)
+    assert len(prepared) == 9 and len(prepared.skipped) == 1 and victim.name in prepared.skipped[0]
+    ds = make_dataset(cfg, files["train"], images, tmp_path / "c", training=False,
+                      batch_size=4, progress=False)
+    assert sum(int(x.shape[0]) for x, _ in ds) == 9
+
+
+def test_not_coco_keypoints_stops_naming_the_file(cfg, synth, tmp_path):
+    root, _ = synth
+    bad = tmp_path / "instances.json"
+    bad.write_text(json.dumps({"images": [], "annotations": [],
+                               "categories": [{"id": 1, "name": "person"}]}))
+    with pytest.raises(CocoFormatError, match="instances.json"):
+        prepare(bad, root / "train", tmp_path / "c", skeleton=cfg.skeleton, max_people=4,
+                progress=False)
+    other = tmp_path / "list.json"
+    other.write_text("[1, 2]")
+    with pytest.raises(CocoFormatError, match="list.json"):
+        prepare(other, root / "train", tmp_path / "c", skeleton=cfg.skeleton, max_people=4,
+                progress=False)
+
+
+def test_empty_set_stops(cfg, tmp_path):
+    ann = write_dataset(tmp_path / "empty", split="train", images=0, seed=0)
+    (tmp_path / "empty" / "train").mkdir(exist_ok=True)
+    with pytest.raises(DataError, match="empty"):
+        make_dataset(cfg, ann, tmp_path / "empty" / "train", tmp_path / "c", progress=False)
+
+
+def test_val_split_refused_for_training_unless_allowed(cfg, synth, tmp_path):
+    root, files = synth
+    with pytest.raises(DataError, match="allow_eval_split"):
+        make_dataset(cfg, files["val"], root / "val", tmp_path / "c", progress=False)
+    with pytest.raises(DataError, match="val"):
+        make_dataset(cfg, "val2017", None, tmp_path / "c", progress=False)
+    ds = make_dataset(cfg, files["val"], root / "val", tmp_path / "c", batch_size=1,
+                      allow_eval_split=True, progress=False)
+    assert next(iter(ds))[0].shape[0] == 1
+    make_dataset(cfg, files["val"], root / "val", tmp_path / "c", training=False, progress=False)
+
+
+def test_coco_mini(coco_mini_annotations, tmp_path):
+    cfg = load_config("tiny")
+    images = coco_mini_annotations.parents[1] / "train2017"
+    ds = make_dataset(cfg, coco_mini_annotations, images, tmp_path / "c", batch_size=2,
+                      progress=False)
+    x, t = next(iter(ds))
+    assert x.shape == (2, 129, 129, 3)
+    prepared = prepare(coco_mini_annotations, images, tmp_path / "c", skeleton=cfg.skeleton,
+                       max_people=cfg.codec.max_people, progress=False)
+    assert len(prepared) == 80 and int(prepared.counts.sum()) == 86
