@@ -28,7 +28,9 @@ Output (S = ``input_size`` = s*n + 1):
 =================== ================== ==============================================
 ``image``           (S, S, 3) float32  RGB 0..255 (what ``build_model`` takes); 0 outside
                                        the warped image
-``instance_map``    (S, S) int32       warped with nearest neighbour, fill 0
+``instance_map``    (S, S) int32       warped with nearest neighbour, fill 0 (with
+                                       ``masks_on_grid``: (S', S'), S' = (S - 1) / f + 1,
+                                       the crop's every f-th pixel; also both masks)
 ``person_masks``    (P, hm, wm) uint8  ``instance_map == j + 1`` read at every
                                        ``mask_factor``-th pixel (hm - 1 = (S - 1) / f);
                                        left out when ``mask_factor`` is None
@@ -103,6 +105,9 @@ class Augmenter:
         brightness, contrast, saturation, hue: colour jitter ranges (0 turns one off).
         augment: False: identity mode (fit and centre, nothing random).
         mask_factor: person_masks are read at every f-th crop pixel; None: not produced.
+        masks_on_grid: warp the instance map and masks straight onto that grid of every
+            f-th crop pixel ((S - 1) / f + 1 per side: what the target encoder reads), not
+            the whole crop: the same values, f^2 fewer pixels.
     """
 
     skeleton: Skeleton
@@ -117,6 +122,7 @@ class Augmenter:
     hue: float = 0.02
     augment: bool = True
     mask_factor: Optional[int] = 1
+    masks_on_grid: bool = False
 
     def __post_init__(self) -> None:
         s = self.input_size
@@ -141,14 +147,15 @@ class Augmenter:
                              f"input_size - 1 = {s - 1}, got {f!r}")
 
     @classmethod
-    def from_config(cls, cfg: "Config", augment: bool = True,
-                    mask_factor: Optional[int] = 1) -> "Augmenter":
+    def from_config(cls, cfg: "Config", augment: bool = True, mask_factor: Optional[int] = 1,
+                    masks_on_grid: bool = False) -> "Augmenter":
         """Augmenter for ``cfg``: skeleton, ``model.input_size`` and ``data.*`` ranges."""
         return cls(skeleton=cfg.skeleton, input_size=int(cfg.model.input_size),
                    scale_range=tuple(float(v) for v in cfg.data.scale_range),
                    rotation_deg=float(cfg.data.rotation_deg),
                    flip_probability=float(cfg.data.flip_probability),
-                   augment=bool(augment), mask_factor=mask_factor)
+                   augment=bool(augment), mask_factor=mask_factor,
+                   masks_on_grid=bool(masks_on_grid))
 
     @property
     def mask_size(self) -> Optional[int]:
@@ -311,17 +318,20 @@ def _augment(aug: Augmenter, example: Mapping[str, Any], seed: Any) -> dict[str,
 
     mask_keys = ("instance_map",) + tuple(k for k in OPTIONAL_MASKS if k in t)
     stacked = tf.stack([t[k] for k in mask_keys], axis=-1)[None]
-    warped = _warp(stacked, inverse, size, "NEAREST")[0]
+    grid = aug.mask_factor if aug.masks_on_grid and aug.mask_factor else 1
+    msize = (size - 1) // grid + 1                  # grid cell (u, v) is crop pixel (g u, g v)
+    to_crop = tf.constant([[grid, 0, 0], [0, grid, 0], [0, 0, 1]], tf.float32)
+    warped = _warp(stacked, inverse @ to_crop, msize, "NEAREST")[0]
     out: dict[str, tf.Tensor] = {
         key: value for key, value in example.items()
         if key not in REQUIRED_KEYS + OPTIONAL_MASKS}
     out["image"] = img
-    out["instance_map"] = tf.ensure_shape(warped[..., 0], [size, size])
+    out["instance_map"] = tf.ensure_shape(warped[..., 0], [msize, msize])
     for i, key in enumerate(mask_keys[1:], start=1):
-        out[key] = tf.ensure_shape(tf.cast(warped[..., i], tf.uint8), [size, size])
+        out[key] = tf.ensure_shape(tf.cast(warped[..., i], tf.uint8), [msize, msize])
     for key in OPTIONAL_MASKS:
         if key not in out:
-            out[key] = tf.zeros([size, size], tf.uint8)
+            out[key] = tf.zeros([msize, msize], tf.uint8)
 
     # Keypoints: the mirror as flip.flip_keypoints (x -> W-1-x, left/right swapped), then
     # the rest of the matrix (the mirror taken out of it).
@@ -335,7 +345,8 @@ def _augment(aug: Augmenter, example: Mapping[str, Any], seed: Any) -> dict[str,
     out["keypoints"] = tf.concat([xy, v[..., None]], axis=-1)
     out["num_people"] = t["num_people"]
     if aug.mask_factor is not None:
-        out["person_masks"] = person_masks(out["instance_map"], tf.shape(kp)[0], aug.mask_factor)
+        out["person_masks"] = person_masks(out["instance_map"], tf.shape(kp)[0],
+                                           aug.mask_factor // grid)
     out["matrix"] = matrix
     out["flipped"] = flip
     return out

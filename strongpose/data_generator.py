@@ -284,7 +284,7 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
 
     stride = int(cfg.model.output_stride)
     size = int(cfg.model.input_size)
-    augmenter = Augmenter.from_config(cfg, augment=augment, mask_factor=stride)
+    augmenter = Augmenter.from_config(cfg, augment=augment, mask_factor=stride, masks_on_grid=True)
     encoder = TargetEncoder.from_config(cfg)
     map_size = encoder.map_size_for((size, size))
     p, k = int(cfg.codec.max_people), cfg.skeleton.num_keypoints
@@ -333,8 +333,7 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
         out = augmenter(example, tf.stack([tf.constant(seed, tf.int64), pos]))
         inputs = {"keypoints": out["keypoints"], "num_people": out["num_people"],
                   "person_masks": out["person_masks"], "has_mask": out["has_mask"],
-                  "crowd_mask": out["crowd_mask"][::stride, ::stride],
-                  "unannotated_mask": out["unannotated_mask"][::stride, ::stride]}
+                  "crowd_mask": out["crowd_mask"], "unannotated_mask": out["unannotated_mask"]}
         if with_targets:
             return out["image"], encoder(inputs, map_size)
         return out["image"], inputs

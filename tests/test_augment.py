@@ -284,3 +284,16 @@ def test_colour_jitter():
     diff = (jit - plain)[100:300]
     assert np.abs(diff.std()) < 0.05 and 0 < abs(diff.mean()) <= 25.5 + 0.05
     assert (jit[0] == 0).all()
+
+
+def test_masks_on_grid_equal_the_crop_read_at_every_fth_pixel():
+    ex = _synthetic_example()
+    ex["crowd_mask"] = (ex["instance_map"] == 1).astype(np.uint8)
+    for seed in (3, 4, 5):
+        full = Augmenter(SKELETON, 129, mask_factor=8)(ex, tf.constant([seed, 9]))
+        grid = Augmenter(SKELETON, 129, mask_factor=8, masks_on_grid=True)(ex, tf.constant([seed, 9]))
+        for key in ("instance_map", "crowd_mask", "unannotated_mask"):
+            assert grid[key].shape == (17, 17)
+            np.testing.assert_array_equal(grid[key], full[key][::8, ::8])
+        np.testing.assert_array_equal(grid["person_masks"], full["person_masks"])
+        np.testing.assert_array_equal(grid["image"], full["image"])
