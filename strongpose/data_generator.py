@@ -233,6 +233,16 @@ def resolve_split(cfg: "Config", split_or_annotation_file: str | os.PathLike,
     return text, ann, Path(image_dir) if image_dir is not None else root / text
 
 
+def present_people(inputs: dict) -> dict:
+    """Target inputs of one example cut to its people present (at least one row): the
+    encoder's cost grows with the rows, and padding rows (v = 0) add nothing to the targets."""
+    import tensorflow as tf
+
+    m = tf.maximum(tf.cast(inputs["num_people"], tf.int32), 1)
+    return {**inputs, "keypoints": inputs["keypoints"][:m], "person_masks": inputs["person_masks"][:m],
+            "has_mask": inputs["has_mask"][:m]}
+
+
 def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
                  image_dir: Optional[str | os.PathLike] = None,
                  cache_dir: Optional[str | os.PathLike] = None, *, training: bool = True,
@@ -335,7 +345,7 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
                   "person_masks": out["person_masks"], "has_mask": out["has_mask"],
                   "crowd_mask": out["crowd_mask"], "unannotated_mask": out["unannotated_mask"]}
         if with_targets:
-            return out["image"], encoder(inputs, map_size)
+            return out["image"], encoder(present_people(inputs), map_size)
         return out["image"], inputs
 
     epochs = tf.data.Dataset.range(tf.int64.max if training else 1)

@@ -170,3 +170,18 @@ def test_coco_mini(coco_mini_annotations, tmp_path):
     prepared = prepare(coco_mini_annotations, images, tmp_path / "c", skeleton=cfg.skeleton,
                        max_people=cfg.codec.max_people, progress=False)
     assert len(prepared) == 80 and int(prepared.counts.sum()) == 86
+
+
+def test_targets_of_the_people_present_equal_those_of_the_padded_rows(cfg, synth, tmp_path):
+    from strongpose.data_generator import present_people
+    from strongpose.targets import TargetEncoder
+
+    encoder = TargetEncoder.from_config(cfg)
+    h = (SIZE - 1) // 8 + 1
+    _, inputs = next(iter(_ds(cfg, synth, tmp_path / "c", seed=2, batch_size=4, with_targets=False)))
+    for b in range(4):
+        one = {key: value[b] for key, value in inputs.items()}
+        full, cut = encoder(one, (h, h)), encoder(present_people(one), (h, h))
+        assert present_people(one)["keypoints"].shape[0] == max(int(one["num_people"]), 1)
+        for key in full:
+            np.testing.assert_array_equal(cut[key].numpy(), full[key].numpy(), err_msg=key)
