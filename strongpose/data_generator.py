@@ -14,7 +14,7 @@ Two stages:
    i.e. people with a mask but no labelled keypoint and people beyond ``max_people``),
    written only for images with any of these; and one ``people.npz`` holding every kept
    image's id, file name, size and its annotated people (keypoints, has_mask) unpadded.
-   Images that are missing, unreadable (PIL header) or of another size than the JSON says
+   Images that are missing, unreadable (decoded once, whole) or of another size than the JSON says
    are skipped with a warning and counted (``PreparedSet.skipped``). Cache layout::
 
        cache_dir/<json stem>-<sha1 of JSON + image dir + P + K>/
@@ -107,13 +107,15 @@ def _cache_key(annotation_file: Path, image_dir: Path, max_people: int, k: int) 
 
 
 def _check_image(path: Path, height: int, width: int) -> Optional[str]:
-    """None if the file's header reads as an image of (height, width), else why not."""
+    """None if the file decodes whole as an image of (height, width), else why not (a
+    truncated file would otherwise stop tf.data in the middle of training)."""
     from PIL import Image
     if not path.is_file():
         return "missing"
     try:
         with Image.open(path) as im:
             size, fmt = im.size, im.format
+            im.load()                        # the whole file: truncated data raises here
     except Exception as exc:  # PIL raises several types for unreadable files
         return f"unreadable ({type(exc).__name__})"
     if fmt not in ("JPEG", "PNG", "GIF", "BMP"):

@@ -115,15 +115,17 @@ def test_corrupt_image_is_skipped_and_counted(cfg, synth, tmp_path):
     root, files = synth
     images = tmp_path / "images"
     shutil.copytree(root / "train", images)
-    victim = sorted(images.glob("*.jpg"))[0]
+    victim, cut = sorted(images.glob("*.jpg"))[:2]
     victim.write_bytes(b"not a jpeg at all")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])     # a truncated JPEG
     with pytest.warns(UserWarning, match="skipping image"):
         prepared = prepare(files["train"], images, tmp_path / "c", skeleton=cfg.skeleton,
                            max_people=cfg.codec.max_people, progress=False)
-    assert len(prepared) == 9 and len(prepared.skipped) == 1 and victim.name in prepared.skipped[0]
+    assert len(prepared) == 8 and len(prepared.skipped) == 2
+    assert victim.name in prepared.skipped[0] and cut.name in prepared.skipped[1]
     ds = make_dataset(cfg, files["train"], images, tmp_path / "c", training=False,
                       batch_size=4, progress=False)
-    assert sum(int(x.shape[0]) for x, _ in ds) == 9
+    assert sum(int(x.shape[0]) for x, _ in ds) == 8
 
 
 def test_not_coco_keypoints_stops_naming_the_file(cfg, synth, tmp_path):
