@@ -28,7 +28,8 @@ Two stages:
    permutation of the images (training), images without annotated people kept at
    ``empty_image_rate``, then a deterministic parallel map (read + decode the image and
    label PNG, pad people to P = ``codec.max_people``, :class:`Augmenter` with the stateless
-   seed ``(seed, epoch * N + position)``, :class:`TargetEncoder` on the example), batch,
+   seed ``(seed, epoch * N + position)``, :class:`TargetEncoder` on the example's people
+   present (:func:`present_people`: the padding rows add nothing but cost), batch,
    prefetch. The same seed gives the same batches.
 
 ``with_targets=False`` yields ``(images, inputs)`` instead, ``inputs`` being the MAPS.md
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
     from strongpose.config import Config
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2                   # 2: images decoded whole at preparation
 DEFAULT_EMPTY_IMAGE_RATE = 0.1      # share of images without annotated people kept in training
 EVAL_SPLIT_WORDS = ("val", "test")
 
