@@ -1,0 +1,61 @@
+"""Train StrongPose on one device (Keras fit); run again in the same folder to resume.
+
+    python train.py --config tiny --data synth runs/tiny
+    python train.py --config tiny --data synth --train-split train runs/tiny train.steps=400
+    python train.py --config strongpose --data coco2017 runs/big train.batch_size=4
+
+DATA holds ``annotations/person_keypoints_<split>.json`` and ``<split>/`` images (COCO
+layout; ``data.coco_root``). OUTPUT_DIR gets ``config.yaml``, ``log.csv``, ``backup/``
+(resume state, one per ``train.checkpoint_every`` steps), ``data_cache/`` and, at the end,
+``model.weights.h5`` (EMA weights when ``train.polyak_decay > 0``). Running again with the
+same OUTPUT_DIR continues from the last backup (``train.steps`` may be raised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from strongpose import cli  # noqa: E402  (standard library only)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (with ``--debug``); usage errors exit 2 with one line."""
+    ap = cli.ArgumentParser(prog="train.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="tiny", help="preset name or YAML path (default: tiny)")
+    ap.add_argument("--data", default=None, help="COCO-layout data folder (data.coco_root)")
+    ap.add_argument("--train-split", default=None, help="split name (data.train_split)")
+    ap.add_argument("--image-dir", default=None, help="images folder (default DATA/<split>)")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation and data seed")
+    ap.add_argument("--quiet", action="store_true", help="one line per epoch, no bar")
+    ap.add_argument("output_dir", metavar="OUTPUT_DIR", help="run folder (resumed if it has a backup)")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=400")
+    return ap.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)          # --help and usage errors end here, before TensorFlow
+    overrides = list(args.overrides)
+    if args.data is not None:
+        overrides.append(f"data.coco_root={args.data}")
+    if args.train_split is not None:
+        overrides.append(f"data.train_split={args.train_split}")
+    from strongpose.config import load_config
+    cfg = load_config(args.config, overrides)   # bad config: one line, before TensorFlow
+
+    cli.import_tensorflow()
+    from strongpose.training import train
+    result = train(cfg, args.output_dir, image_dir=args.image_dir, seed=args.seed,
+                   verbose=2 if args.quiet else "auto")
+    speed = f", {result.images_per_second:.1f} images/s" if result.images_per_second else ""
+    print(f"train.py: {result.steps} steps (from {result.initial_step}){speed}; "
+          f"weights: {result.weights_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, prog="train.py"))
