@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from strongpose.skeleton import COCO_KEYPOINT_NAMES, COCO_TREE_EDGES
+from strongpose.synthetic import uncompressed_rle
 
 # A standing person in a unit box (x right, y down), COCO keypoint order.
 TEMPLATE = np.array([
@@ -52,16 +53,6 @@ def rect_mask(shape: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.
     m[y0:y1, x0:x1] = 1
     return m
 
-
-def uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO's uncompressed RLE (column-major run lengths, starting with zeros)."""
-    flat = np.asarray(mask, np.uint8).reshape(-1, order="F")
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat[0] == 1:
-        counts = [0] + counts
-    return {"size": list(mask.shape), "counts": counts}
 
 
 @dataclass
