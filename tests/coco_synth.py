@@ -54,7 +54,6 @@ def rect_mask(shape: tuple[int, int], x0: int, y0: int, x1: int, y1: int) -> np.
     return m
 
 
-
 @dataclass
 class SynthCoco:
     """Paths of the written dataset and its known answers."""
