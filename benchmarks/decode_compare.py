@@ -19,9 +19,11 @@ Progress goes to stderr; the last stdout line is one JSON object.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -64,12 +66,12 @@ def load_other_decoder(revision: str) -> ModuleType:
 
     name = "_other_post_proc"
     tree = git("ls-tree", "--name-only", revision, "strongpose/").decode().split()
+    tmp = Path(tempfile.mkdtemp(prefix="decode_compare_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     if "strongpose/post_proc.py" in tree:
-        tmp = Path(tempfile.mkdtemp(prefix="decode_compare_"))
         (tmp / "post_proc.py").write_bytes(git("show", f"{revision}:strongpose/post_proc.py"))
         spec = importlib.util.spec_from_file_location(name, tmp / "post_proc.py")
     elif "strongpose/post_proc" in tree:
-        tmp = Path(tempfile.mkdtemp(prefix="decode_compare_"))
         with tarfile.open(fileobj=io.BytesIO(git("archive", revision, "strongpose/post_proc"))) as tar:
             tar.extractall(tmp)                    # our own repository's files
         package = tmp / "strongpose" / "post_proc"
