@@ -149,10 +149,11 @@ def _to_uint8(a: np.ndarray, name: str) -> np.ndarray:
     raise ImageError(f"{name}: unsupported dtype {a.dtype}")
 
 
-def load(source: ImageSource, channel_order: str = "rgb") -> np.ndarray:
-    """A path (read with :func:`read_image`) or an array (:func:`to_rgb`) -> RGB uint8."""
+def load(source: ImageSource, channel_order: str = "rgb", name: str | None = None) -> np.ndarray:
+    """A path (read with :func:`read_image`) or an array (:func:`to_rgb`; ``name`` for its
+    messages) -> RGB uint8."""
     if isinstance(source, np.ndarray):
-        return to_rgb(source, channel_order)
+        return to_rgb(source, channel_order, name)
     if isinstance(source, (str, os.PathLike)):
         return read_image(source)
     raise ImageError(f"{type(source).__name__}: not an image path or array")

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from strongpose import geometry, maps as map_table
-from strongpose.config import Config, from_dict, load_config
+from strongpose.config import Config, load_config
 from strongpose.flip import flip_map
 from strongpose.images import ImageError, ImageSource, describe, load as load_rgb
 from strongpose.post_proc import Decoder, Person
@@ -38,6 +38,7 @@ from strongpose.post_proc.inputs import outputs_to_maps, required_keys
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILES = {"final": "model.weights.h5", "best": "best.weights.h5"}
 SAVED_MODEL_FILE = "saved_model.pb"
+MAX_SIDE = 4096                # longer side above which an image is downscaled on reading
 DECODER_KEYS: tuple[str, ...] = tuple(spec.key for spec in map_table.MAPS)
 
 # A network: a batch (B, H, W, 3) float32 RGB 0..255 -> {output key: (B, h, w, C)} arrays.
@@ -70,6 +71,16 @@ def prepare(image: np.ndarray, long_side: int, stride: int) -> tuple[np.ndarray,
     rh, rw = min(resized.shape[0], ph), min(resized.shape[1], pw)
     out[:rh, :rw] = resized[:rh, :rw]
     return out, t
+
+
+def shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` downscaled (area) so its longer side is at most ``max_side``; (image, factor)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image, 1.0
+    f = max_side / max(h, w)
+    size = (max(2, int(round(w * f))), max(2, int(round(h * f))))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / w
 
 
 # ----------------------------------------------------------------------- merging
@@ -120,16 +131,26 @@ def unflip_average(maps: Mapping[str, np.ndarray], flipped: Mapping[str, np.ndar
 
 
 # ----------------------------------------------------------------------- loading
+def config_beside(source: str | os.PathLike) -> Path | None:
+    """``config.yaml`` in a training/export folder or beside a weights file; None if absent."""
+    path = Path(source)
+    candidate = (path if path.is_dir() else path.parent) / CONFIG_FILE
+    return candidate if candidate.is_file() else None
+
+
+def resolve_config(source: str | os.PathLike, config: str | os.PathLike | None = None,
+                   overrides: Sequence[str] = ()) -> Config:
+    """The config of a model: ``config`` (preset or YAML) if given, else the ``config.yaml``
+    beside ``source``; then ``overrides`` (``section.key=value``)."""
+    found = config if config is not None else config_beside(source)
+    if found is None:
+        raise ValueError(f"{source}: no {CONFIG_FILE} beside it; pass the config it was "
+                         f"trained with (--config NAME_OR_YAML)")
+    return load_config(found, list(overrides))
+
+
 def _config_beside(path: Path, cfg: Config | None) -> Config:
-    if cfg is not None:
-        return cfg
-    for folder in (path if path.is_dir() else path.parent, ):
-        candidate = folder / CONFIG_FILE
-        if candidate.is_file():
-            import yaml
-            return from_dict(yaml.safe_load(candidate.read_text()) or {})
-    raise ValueError(f"{path}: no {CONFIG_FILE} beside it; pass the config it was trained with "
-                     f"(--config NAME_OR_YAML)")
+    return cfg if cfg is not None else resolve_config(path)
 
 
 def find_weights(folder: Path, checkpoint: str = "final") -> Path:
@@ -208,13 +229,16 @@ def load_network(source: str | os.PathLike, cfg: Config | None = None,
 # ----------------------------------------------------------------------- predicting
 @dataclass
 class Prediction:
-    """One image's result."""
+    """One image's result; people are in the pixels of ``image``: the input's own, except
+    for an input larger than ``max_side``, downscaled on reading by ``source_scale``
+    (divide coordinates by it for the file's pixels)."""
 
     source: str                                   # the input's name (path, or array shape)
     people: list[Person]
     image: np.ndarray                             # the RGB uint8 image read
     transform: geometry.ImageTransform            # original -> first scale's input
     maps: Optional[dict[str, np.ndarray]] = None  # merged probability maps, when asked
+    source_scale: float = 1.0                     # < 1: a huge input was downscaled to ``image``
     network_s: float = 0.0                        # this image's share of network time
     decode_s: float = 0.0
 
@@ -242,6 +266,7 @@ class Timing:
 class _Batch:
     sources: list[str]
     images: list[np.ndarray]
+    source_scales: list[float]
     inputs: list[list[np.ndarray]]                # per scale: (H, W, 3) inputs
     transforms: list[list[geometry.ImageTransform]]
 
@@ -258,11 +283,13 @@ class Predictor:
         scales: factors on ``input_size``; maps are merged onto the first one's grid.
         flip: also run the mirrored input and average.
         keep_maps: keep each image's merged maps in its :class:`Prediction` (for drawing).
+        max_side: images with a longer side are downscaled to it on reading (bounded
+            memory for masks: an 8000x6000 photo would need 48 MB per person's mask).
     """
 
     def __init__(self, network: Network, cfg: Config, *, input_size: int | None = None,
                  scales: Sequence[float] = (1.0,), flip: bool = False,
-                 keep_maps: bool = False) -> None:
+                 keep_maps: bool = False, max_side: int = MAX_SIDE) -> None:
         if not scales or any(not 0 < float(s) <= 8 for s in scales):
             raise ValueError(f"scales must be a non-empty list of factors in (0, 8], got {list(scales)}")
         self.network = network
@@ -274,6 +301,7 @@ class Predictor:
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
         self.keep_maps = bool(keep_maps)
+        self.max_side = int(max_side)
         self.decoder = Decoder.from_config(cfg, stride=self.stride)
         self.keys = tuple(dict.fromkeys(required_keys(cfg.decoder.use_long_range,
                                                       cfg.decoder.instance_masks)
@@ -301,7 +329,8 @@ class Predictor:
     def predict(self, images: Iterable[ImageSource], *, batch_size: int = 1,
                 channel_order: str = "rgb", overlap: bool = True,
                 on_error: Optional[Callable[[str, Exception], None]] = None) -> Iterator[Prediction]:
-        """Predictions in input order. Consecutive images with the same input size share a
+        """Predictions in input order; an item is a source or ``(name, source)``, the name
+        used in messages and as ``Prediction.source``. Consecutive images with the same input size share a
         network batch (at most ``batch_size``); with ``overlap`` a thread decodes one batch
         while the network runs the next. A bad image raises :class:`ImageError`, or, with
         ``on_error``, is reported to it (name, error) and skipped."""
@@ -329,15 +358,16 @@ class Predictor:
     def _batches(self, images: Iterable[ImageSource], batch_size: int, channel_order: str,
                  on_error) -> Iterator[_Batch]:
         batch: Optional[_Batch] = None
-        for source in images:
-            name = describe(source)
+        for item in images:
+            name, source = item if isinstance(item, tuple) else (describe(item), item)
             try:
-                rgb = load_rgb(source, channel_order)
+                rgb = load_rgb(source, channel_order, name)
             except (ImageError, OSError) as err:
                 if on_error is None:
                     raise
                 on_error(name, err)
                 continue
+            rgb, source_scale = shrink(rgb, self.max_side)
             inputs, transforms = [], []
             for s in self.scales:
                 x, t = prepare(rgb, max(self.stride + 1, int(round(self.input_size * s))), self.stride)
@@ -349,9 +379,10 @@ class Predictor:
                 yield batch
                 batch = None
             if batch is None:
-                batch = _Batch([], [], [[] for _ in self.scales], [])
+                batch = _Batch([], [], [], [[] for _ in self.scales], [])
             batch.sources.append(name)
             batch.images.append(rgb)
+            batch.source_scales.append(source_scale)
             for k, x in enumerate(inputs):
                 batch.inputs[k].append(x)
             batch.transforms.append(transforms)
@@ -397,5 +428,6 @@ class Predictor:
             self.timing.images += 1
             results.append(Prediction(source=batch.sources[b], people=people, image=batch.images[b],
                                       transform=ts[0], maps=merged if self.keep_maps else None,
-                                      network_s=net_s / n, decode_s=dt))
+                                      network_s=net_s / n, decode_s=dt,
+                                      source_scale=batch.source_scales[b]))
         return results

@@ -138,4 +138,7 @@ def test_untrained_network_runs_end_to_end(cfg):
             assert p.mask.shape == r.image.shape[:2]
             assert (p.keypoints[:, 0] <= r.image.shape[1] - 1).all()
     s = predictor.timing.summary()
-    assert s["images"] == 2 and s["network_s"] > 0 and s["decode_s"] > 0
+    assert s["images"] == 2 and all(r.source_scale == 1.0 for r in results)
+    huge = next(predictor.predict([np.full((6000, 8000, 3), 90, np.uint8)]))
+    assert huge.image.shape == (3072, 4096, 3) and huge.source_scale == pytest.approx(0.512)
+    assert all(p.mask is None or p.mask.shape == (3072, 4096) for p in huge.people) and s["network_s"] > 0 and s["decode_s"] > 0
