@@ -54,6 +54,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     speed = f", {result.images_per_second:.1f} images/s" if result.images_per_second else ""
     print(f"train.py: {result.steps} steps (from {result.initial_step}){speed}; "
           f"weights: {result.weights_path}", file=sys.stderr)
+    if result.validation is not None:
+        v = result.validation
+        print(f"train.py: validation ({cfg.data.val_split}, first {cfg.train.eval_images} images): "
+              f"AP {v['AP']:.3f}, AP50 {v['AP50']:.3f}, AP75 {v['AP75']:.3f}; best weights: "
+              f"{result.best_weights}", file=sys.stderr)
     return 0
 
 

@@ -117,6 +117,9 @@ class TrainConfig:
     mixed_precision: bool = False
     log_every: int = 100
     checkpoint_every: int = 5000
+    eval_every: int = 5000            # steps between validation AP runs (0: only at the end)
+    eval_images: int = 500            # first N images of data.val_split scored (0: no validation)
+    tensorboard: bool = True          # scalars every log_every steps, images at each evaluation
     output_dir: str = "runs/default"
 
 
@@ -218,6 +221,8 @@ def validate(cfg: Config) -> None:
     _check(t.learning_rate > 0, "train.learning_rate", "must be > 0")
     _check(t.steps >= 1, "train.steps", "must be >= 1")
     _check(0 <= t.polyak_decay < 1, "train.polyak_decay", "must be in [0, 1)")
+    _check(t.eval_every >= 0, "train.eval_every", "must be >= 0")
+    _check(t.eval_images >= 0, "train.eval_images", "must be >= 0")
 
 
 # ------------------------------------------------------------------ construction

@@ -49,6 +49,7 @@ import numpy as np
 import yaml
 from keras import ops
 
+from strongpose.callbacks import ValidationAP, watching_callbacks
 from strongpose.config import Config
 from strongpose.losses import StrongPoseLoss
 
@@ -270,6 +271,8 @@ class TrainResult:
     weights_path: Path
     config_path: Path
     images_per_second: Optional[float]
+    validation: Optional[dict[str, float]] = None  # last validation figures (AP, AP50, ...)
+    best_weights: Optional[Path] = None            # best.weights.h5 (best validation AP)
 
 
 def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
@@ -325,7 +328,8 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
 
     (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     throughput = Throughput(cfg.train.batch_size)
-    cbs = [NonFiniteLossGuard(spe), throughput, *(callbacks or []),
+    watchers, validation = watching_callbacks(cfg, out, network, progress=verbose not in (0, "0"))
+    cbs = [NonFiniteLossGuard(spe), throughput, *watchers, *(callbacks or []),
            keras.callbacks.CSVLogger(str(out / LOG_FILE), append=True),
            keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR), save_freq="epoch",
                                             delete_checkpoint=False)]
@@ -337,4 +341,14 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
     return TrainResult(model=model, history=dict(history.history),
                        initial_step=resume_epoch * spe, steps=step_count(model),
                        weights_path=weights, config_path=out / CONFIG_FILE,
-                       images_per_second=throughput.images_per_second)
+                       images_per_second=throughput.images_per_second,
+                       **validation_summary(validation))
+
+
+def validation_summary(validation: Optional[ValidationAP]) -> dict[str, Any]:
+    """``TrainResult``'s ``validation`` and ``best_weights`` from the run's ValidationAP."""
+    if validation is None or not validation.history:
+        return {}
+    best = validation.best_path
+    return {"validation": dict(validation.history[-1][1]),
+            "best_weights": best if best is not None and best.is_file() else None}

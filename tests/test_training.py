@@ -148,3 +148,112 @@ def test_cli_help_and_one_line_errors(tmp_path):
     bad = run("--config", "tiny", str(tmp_path / "r"), "train.nope=1")
     assert bad.returncode == 2 and bad.stderr.startswith("train.py: error: train.nope")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ watching a run
+def _small_model(ema: bool):
+    """A tiny compiled keras model whose optimizer keeps EMA weights (momentum 0.5)."""
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(1, name="dense")(inp))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=ema, ema_momentum=0.5), loss="mse")
+    return model
+
+
+def _fit(model, steps, callbacks):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(steps, 3)).astype("float32"), rng.normal(size=(steps, 1)).astype("float32")
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
+
+
+def test_validation_callback_keeps_best_weights_only_when_ap_improves(tmp_path):
+    from strongpose.callbacks import ValidationAP, read_best
+    model = _small_model(ema=False)
+    scripted = iter([0.2, 0.5, 0.4, 0.1])
+    seen = {}
+
+    def evaluate(net):
+        seen[len(seen) + 1] = [w.copy() for w in net.get_weights()]
+        return {"AP": next(scripted), "AP50": 0.9}
+
+    cb = ValidationAP(evaluate, model, every=2, total_steps=7, output_dir=tmp_path)
+    _fit(model, 7, [cb])
+    assert [s for s, _ in cb.history] == [2, 4, 6, 7]           # every 2 steps and the last
+    best = read_best(tmp_path)
+    assert best["step"] == 4 and best["AP"] == 0.5 and cb.best_ap == 0.5
+    saved = _small_model(ema=False)
+    saved.load_weights(tmp_path / "best.weights.h5")
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), seen[2]))
+    assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
+    # A run resumed in the same folder keeps the best so far: a worse AP writes nothing.
+    again = ValidationAP(lambda net: {"AP": 0.45}, model, every=0, total_steps=2,
+                         output_dir=tmp_path)
+    _fit(model, 2, [again])
+    assert read_best(tmp_path)["step"] == 4 and again.best_ap == 0.5
+
+
+def test_validation_callback_evaluates_ema_weights_and_restores_training_weights(tmp_path):
+    from strongpose.callbacks import ValidationAP, ema_weights
+    model = _small_model(ema=True)
+    record = {}
+
+    def evaluate(net):
+        record["evaluated"] = [w.copy() for w in net.get_weights()]
+        opt = net.optimizer
+        record["averages"] = [keras.ops.convert_to_numpy(a) for a in opt._model_variables_moving_average]
+        return {"AP": 0.3}
+
+    class After(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            record["after"] = [w.copy() for w in self.model.get_weights()]
+            record["logged"] = dict(logs)
+
+    cb = ValidationAP(evaluate, model, every=3, total_steps=100, output_dir=None)
+    _fit(model, 3, [cb, After()])
+    assert all(np.allclose(e, a) for e, a in zip(record["evaluated"], record["averages"]))
+    assert not all(np.allclose(e, a) for e, a in zip(record["evaluated"], record["after"]))
+    assert record["logged"]["val_AP"] == 0.3
+    # The context manager on its own: averages inside, training values after, also on error.
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(RuntimeError):
+        with ema_weights(model.optimizer) as swapped:
+            assert swapped
+            raise RuntimeError("boom")
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    with ema_weights(_small_model(ema=False).optimizer) as swapped:
+        assert not swapped
+
+
+def _event_tags(folder):
+    """{tag: plugin name} of the summaries in a folder's event files."""
+    tags = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags[value.tag] = value.metadata.plugin_data.plugin_name or tags.get(value.tag)
+    return tags
+
+
+def test_cli_reports_validation_ap_keeps_best_and_writes_tensorboard(tmp_path):
+    """train.py with a val split: AP after the last step printed, in log.csv and
+    best.weights.h5; TensorBoard scalars (every term, learning rate, val AP) and images."""
+    from strongpose.synthetic import write_dataset
+    root = tmp_path / "data"
+    write_dataset(root, split="train", images=4, size=129, seed=0, empty_rate=0.0)
+    write_dataset(root, split="val", images=3, size=129, seed=1, empty_rate=0.0)
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, str(REPO / "train.py"), "--data", str(root), "--quiet",
+                        "--train-split", "train", str(out), "data.val_split=val",
+                        "train.steps=4", "train.checkpoint_every=2", "train.eval_every=2",
+                        "train.eval_images=2", "train.log_every=1", "train.polyak_decay=0.9"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    line = [x for x in p.stderr.splitlines() if "validation (val, first 2 images): AP " in x]
+    assert line and f"best weights: {out / 'best.weights.h5'}" in line[0], p.stderr[-2000:]
+    ap = float(line[0].split(" AP ")[1].split(",")[0])
+    assert 0.0 <= ap <= 1.0 and (out / "best.weights.h5").is_file()
+    assert "val_AP" in (out / "log.csv").read_text().splitlines()[0]
+    scalars = _event_tags(out / "tensorboard" / "train")
+    assert {"total", "heatmap", "learning_rate", "val_AP"} <= set(scalars), scalars
+    assert scalars["total"] == "scalars"
+    assert _event_tags(out / "tensorboard" / "images").get("val_maps") == "images"
