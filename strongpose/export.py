@@ -149,5 +149,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def run() -> int:
+    """The installed ``strongpose-export`` command."""
+    return cli.run(main, prog="strongpose-export")
+
+
 if __name__ == "__main__":
     sys.exit(cli.run(main, prog="python -m strongpose.export"))
