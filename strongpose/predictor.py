@@ -49,28 +49,32 @@ Network = Callable[[np.ndarray], Mapping[str, Any]]
 def fit_transform(height: int, width: int, long_side: int, stride: int) -> tuple[geometry.ImageTransform, tuple[int, int], tuple[int, int]]:
     """How an image of ``(height, width)`` becomes an input whose longer side is ``long_side``.
 
-    Returns ``(transform, resized (h, w), padded (H, W))``: OpenCV's resize with factor
-    ``f`` maps pixel ``x`` to ``f*x + (f - 1)/2``, so ``transform`` has ``scale = f`` and
-    that offset; the padded size is ``s*n + 1``.
+    Align-corners, as training's evaluation crop (``augment`` in identity mode): pixel
+    ``x`` goes to ``f*x`` with ``f = (long_side - 1) / (longer side - 1)``, so the first
+    and last pixels stay on the input's first and last. Returns ``(transform, resized
+    (h, w), padded (H, W))``; the padded size is ``s*n + 1``, padding right and bottom.
     """
-    f = float(long_side) / max(height, width)
-    rh, rw = max(1, int(round(height * f))), max(1, int(round(width * f)))
-    off = 0.5 * f - 0.5
-    t = geometry.ImageTransform(scale=f, offset_x=off, offset_y=off,
-                                original_width=int(width), original_height=int(height))
+    f = float(long_side - 1) / max(height - 1, width - 1, 1)
+    rh, rw = int(round((height - 1) * f)) + 1, int(round((width - 1) * f)) + 1
+    t = geometry.ImageTransform(scale=f, original_width=int(width), original_height=int(height))
     return t, (rh, rw), (geometry.padded_size(rh, stride), geometry.padded_size(rw, stride))
 
 
 def prepare(image: np.ndarray, long_side: int, stride: int) -> tuple[np.ndarray, geometry.ImageTransform]:
-    """RGB uint8 image -> (network input float32 ``(H, W, 3)`` padded with 0, its transform)."""
+    """RGB uint8 image -> (network input float32 ``(H, W, 3)`` padded with 0, its transform).
+
+    Bilinear, align-corners (:func:`fit_transform`); shrinking by more than 2 blurs first
+    (Gaussian, sigma ``(1/f - 1) / 2``) so that fine detail does not alias.
+    """
     h, w = image.shape[:2]
-    t, (rh, rw), (ph, pw) = fit_transform(h, w, long_side, stride)
-    interp = cv2.INTER_AREA if t.scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (0, 0), fx=t.scale, fy=t.scale, interpolation=interp)
-    out = np.zeros((ph, pw, 3), np.float32)
-    rh, rw = min(resized.shape[0], ph), min(resized.shape[1], pw)
-    out[:rh, :rw] = resized[:rh, :rw]
-    return out, t
+    t, _, (ph, pw) = fit_transform(h, w, long_side, stride)
+    src = np.asarray(image, np.float32)
+    if t.scale < 0.5:
+        src = cv2.GaussianBlur(src, (0, 0), sigmaX=(1 / t.scale - 1) / 2)
+    m = np.float32([[t.scale, 0, 0], [0, t.scale, 0]])
+    out = cv2.warpAffine(src, m, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+    return out.reshape(ph, pw, -1), t
 
 
 def shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
