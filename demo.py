@@ -165,10 +165,10 @@ def run_pictures(predictor, pictures: list[Any], out: Path, names: Names, maps: 
                                               "height": int(pred.image.shape[0]),
                                               "people": people_json(pred.people)})
             if maps and pred.maps is not None:
-                folder = out / f"{name}_maps"
-                folder.mkdir(exist_ok=True)
                 panels = render_maps(pred.image, pred.maps, pred.transform, cfg.skeleton,
                                      predictor.stride, cfg.codec.disk_radius, pred.people)
+                folder = out / f"{name}_maps"            # drawn first: no half-filled folder
+                folder.mkdir(exist_ok=True)
                 for key, picture in panels.items():
                     write_image(folder / f"{key}.jpg", picture)
         except (OSError, ValueError) as err:
