@@ -16,7 +16,6 @@ TFLite file holds one fixed input size, ``(1, S, S, 3)`` float32 with ``S`` =
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
