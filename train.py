@@ -1,5 +1,6 @@
 """Train StrongPose on one device (Keras fit); run again in the same folder to resume.
 
+    python train.py --config quickstart runs/quickstart          # the README's quick start
     python train.py --config tiny --data synth runs/tiny
     python train.py --config tiny --data synth --train-split train runs/tiny train.steps=400
     python train.py --config strongpose --data coco2017 runs/big train.batch_size=4
@@ -7,8 +8,10 @@
 DATA holds ``annotations/person_keypoints_<split>.json`` and ``<split>/`` images (COCO
 layout; ``data.coco_root``). OUTPUT_DIR gets ``config.yaml``, ``log.csv``, ``backup/``
 (resume state, one per ``train.checkpoint_every`` steps), ``data_cache/`` and, at the end,
-``model.weights.h5`` (EMA weights when ``train.polyak_decay > 0``). Running again with the
-same OUTPUT_DIR continues from the last backup (``train.steps`` may be raised).
+``model.weights.h5`` (EMA weights when ``train.polyak_decay > 0``); with a validation split
+(``data.val_split``, ``train.eval_images`` > 0): COCO AP every ``train.eval_every`` steps and
+at the end (printed), ``best.weights.h5`` (best AP) and ``tensorboard/``. Running again with
+the same OUTPUT_DIR continues from the last backup (``train.steps`` may be raised).
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ Pieces:
   the step and the terms as soon as a loss is NaN/Inf. It raises (rather than setting
   ``stop_training``) so ``fit`` never reaches ``on_epoch_end``, and no backup of that state
   is written.
+- Watching (:func:`strongpose.callbacks.watching_callbacks`): validation AP on the first
+  ``train.eval_images`` images of ``data.val_split`` every ``train.eval_every`` steps and
+  at the end (EMA weights), ``best.weights.h5``; TensorBoard under ``tensorboard/``.
 - :func:`train`: output folder checked writable first; data (``make_dataset``, training
   mode), network, optimizer; ``fit`` with one epoch per ``train.checkpoint_every`` steps
   and ``keras.callbacks.BackupAndRestore(output_dir/backup)`` saving at every epoch end

@@ -13,7 +13,7 @@ def test_overfit_smoke(coco_mini_annotations, tmp_path, capsys):
     overfit.main(["--config", "tiny", "--images", "2", "--phases", "2", "--phase-steps", "2",
                   "--output", str(tmp_path), "--annotations", str(coco_mini_annotations),
                   "--images-dir", str(coco_mini_annotations.parents[1] / "train2017"),
-                  "model.input_size=129", "train.batch_size=2"])
+                  "--size", "129", "train.batch_size=2"])
     lines = capsys.readouterr().out.strip().splitlines()
     out = json.loads(lines[-1])
     assert {"AP", "AP50", "seconds", "phases", "images", "people"} <= set(out)

@@ -233,7 +233,7 @@ def _event_tags(folder):
     return tags
 
 
-def test_cli_reports_validation_ap_keeps_best_and_writes_tensorboard(tmp_path):
+def test_cli_reports_validation_ap_keeps_best_and_writes_tensorboard(tmp_path, capsys):
     """train.py with a val split: AP after the last step printed, in log.csv and
     best.weights.h5; TensorBoard scalars (every term, learning rate, val AP) and images."""
     from strongpose.synthetic import write_dataset
@@ -241,15 +241,16 @@ def test_cli_reports_validation_ap_keeps_best_and_writes_tensorboard(tmp_path):
     write_dataset(root, split="train", images=4, size=129, seed=0, empty_rate=0.0)
     write_dataset(root, split="val", images=3, size=129, seed=1, empty_rate=0.0)
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, str(REPO / "train.py"), "--data", str(root), "--quiet",
-                        "--train-split", "train", str(out), "data.val_split=val",
-                        "train.steps=4", "train.checkpoint_every=2", "train.eval_every=2",
-                        "train.eval_images=2", "train.log_every=1", "train.polyak_decay=0.9"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
-    assert p.returncode == 0, p.stderr[-2000:]
-    line = [x for x in p.stderr.splitlines() if "validation (val, first 2 images): AP " in x]
-    assert line and f"best weights: {out / 'best.weights.h5'}" in line[0], p.stderr[-2000:]
+    sys.path.insert(0, str(REPO))
+    import train as train_cli
+    code = train_cli.main(["--data", str(root), "--quiet", "--train-split", "train", str(out),
+                           "data.val_split=val", "train.steps=4", "train.checkpoint_every=2",
+                           "train.eval_every=2", "train.eval_images=2", "train.log_every=1",
+                           "train.polyak_decay=0.9"])
+    err = capsys.readouterr().err
+    assert code == 0
+    line = [x for x in err.splitlines() if "validation (val, first 2 images): AP " in x]
+    assert line and f"best weights: {out / 'best.weights.h5'}" in line[0], err[-2000:]
     ap = float(line[0].split(" AP ")[1].split(",")[0])
     assert 0.0 <= ap <= 1.0 and (out / "best.weights.h5").is_file()
     assert "val_AP" in (out / "log.csv").read_text().splitlines()[0]
