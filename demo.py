@@ -35,7 +35,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 EXIT_FAILED = 1
 HOW_TO_GET_WEIGHTS = """no trained weights at {weights}. Train a small model first (minutes on a CPU):
     python -m strongpose.synthetic synth --train 200 --val 50
-    python train.py --config tiny --data synth {weights}
+    python train.py --config tiny --data synth --train-split train {weights}
 then run: python demo.py --weights {weights} [INPUT ...]
 (or pass --weights a training folder, a .weights.h5 file with --config, or an exported SavedModel)"""
 

@@ -129,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if not Path(args.weights).exists():
         raise FileNotFoundError(f"{args.weights}: no such weights file or folder (train one: "
-                                f"python train.py --config tiny --data synth runs/tiny)")
+                                f"python train.py --config tiny --data synth --train-split train runs/tiny)")
     cli.import_tensorflow()
     from strongpose.evaluation import METRIC_NAMES, evaluate, save_results
     from strongpose.predictor import Predictor, load_network, resolve_config

@@ -167,7 +167,7 @@ def find_weights(folder: Path, checkpoint: str = "final") -> Path:
         if (folder / name).is_file():
             return folder / name
     raise FileNotFoundError(f"{folder}: no {' or '.join(order)} (has training finished? "
-                            f"`python train.py --config tiny --data synth {folder}` writes one)")
+                            f"`python train.py --config tiny --data synth --train-split train {folder}` writes one)")
 
 
 def keras_network(model) -> Network:

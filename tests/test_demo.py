@@ -81,10 +81,11 @@ def test_pictures_folder_video_and_bad_inputs(run_dir, tmp_path, capsys):
 def test_no_weights_says_how_to_train(tmp_path, capsys):
     code = demo.main(["--weights", str(tmp_path / "none"), "--output-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 1 and "python train.py --config tiny --data synth" in err
+    assert code == 1 and "python train.py --config tiny --data synth --train-split train" in err
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_no_input_draws_the_sample_picture(run_dir, tmp_path, capsys):
     code = demo.main(["--weights", str(run_dir), "--output-dir", str(tmp_path)])
     capsys.readouterr()
