@@ -111,7 +111,8 @@ def render_maps(image: np.ndarray, maps: Mapping[str, np.ndarray], transform: Im
                 keypoint: int = 0, edge: int = 0) -> dict[str, np.ndarray]:
     """The original README's pictures of one image's maps (see ``MAP_PANELS``).
 
-    ``heatmap``: max over keypoint heat maps; ``hough``: the Hough-voted strong maps;
+    ``heatmap``: max over keypoint heat maps; ``hough``: the Hough-voted strong maps (scaled
+    so the highest peak is 1);
     ``short``: short-range offsets at cells inside keypoint disks; ``mid``: directed edge
     ``edge``'s mid-range offsets inside its source keypoint's disks; ``long``: long-range
     offsets to keypoint ``keypoint`` on the body; ``body``: the body heat map; ``masks``:
@@ -121,7 +122,8 @@ def render_maps(image: np.ndarray, maps: Mapping[str, np.ndarray], transform: Im
     heat, short, body = maps["heatmap"], maps["short"], maps["body"][..., 0]
     strong, _ = hough_maps(heat, short, stride, disk_radius)
     panels = {"heatmap": overlay(image, map_to_image(heat.max(-1), transform, stride, size)),
-              "hough": overlay(image, map_to_image(np.clip(strong.max(-1), 0, 1), transform, stride, size)),
+              "hough": overlay(image, map_to_image(strong.max(-1) / max(float(strong.max()), 1e-6),
+                                                   transform, stride, size)),   # peak = 1
               "body": overlay(image, map_to_image(body, transform, stride, size))}
     inside = heat > 0.5
     k_best = np.argmax(np.where(inside, heat, -1), axis=-1)

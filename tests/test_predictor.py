@@ -142,3 +142,15 @@ def test_untrained_network_runs_end_to_end(cfg):
     huge = next(predictor.predict([np.full((6000, 8000, 3), 90, np.uint8)]))
     assert huge.image.shape == (3072, 4096, 3) and huge.source_scale == pytest.approx(0.512)
     assert all(p.mask is None or p.mask.shape == (3072, 4096) for p in huge.people) and s["network_s"] > 0 and s["decode_s"] > 0
+
+
+@pytest.mark.slow
+def test_load_keras_file(cfg, tmp_path):
+    import yaml
+    from strongpose.predictor import load_keras_model
+    model = load_keras_model(cfg, None)
+    model.save(str(tmp_path / "m.keras"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    x, _ = prepare(np.full((40, 60, 3), 100, np.uint8), SIZE, 8)
+    network, _ = load_network(tmp_path / "m.keras")
+    np.testing.assert_allclose(network(x[None])["mid"], model(x[None])["mid"].numpy(), atol=1e-4)
