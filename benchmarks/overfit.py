@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=321,
                         help="input size (default 321: exact target maps of the 8 images "
                              "decode to AP 0.92 there, 0.85 at 257, 0.97 at 401)")
-    parser.add_argument("--phases", type=int, default=8)
+    parser.add_argument("--phases", type=int, default=5)
     parser.add_argument("--phase-steps", type=int, default=100)
     parser.add_argument("--output", default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
