@@ -19,6 +19,7 @@ image pixels through the :class:`strongpose.geometry.ImageTransform` of the firs
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -63,17 +64,23 @@ def fit_transform(height: int, width: int, long_side: int, stride: int) -> tuple
 def prepare(image: np.ndarray, long_side: int, stride: int) -> tuple[np.ndarray, geometry.ImageTransform]:
     """RGB uint8 image -> (network input float32 ``(H, W, 3)`` padded with 0, its transform).
 
-    Bilinear, align-corners (:func:`fit_transform`); shrinking by more than 2 blurs first
-    (Gaussian, sigma ``(1/f - 1) / 2``) so that fine detail does not alias.
+    Bilinear, align-corners (:func:`fit_transform`). Shrinking by more than 2 first
+    averages ``k x k`` blocks (``k = floor(1/f)``, OpenCV's area resize: block ``i``'s
+    centre is pixel ``k*i + (k-1)/2``) so that fine detail does not alias; the transform
+    then carries that half-block offset, ``-f*(k-1)/2``.
     """
     h, w = image.shape[:2]
     t, _, (ph, pw) = fit_transform(h, w, long_side, stride)
-    src = np.asarray(image, np.float32)
+    src, k = np.asarray(image), 1
     if t.scale < 0.5:
-        src = cv2.GaussianBlur(src, (0, 0), sigmaX=(1 / t.scale - 1) / 2)
-    m = np.float32([[t.scale, 0, 0], [0, t.scale, 0]])
-    out = cv2.warpAffine(src, m, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0)
+        k = int(1 / t.scale)
+        src = cv2.resize(src, (0, 0), fx=1 / k, fy=1 / k, interpolation=cv2.INTER_AREA)
+        off = -t.scale * (k - 1) / 2
+        t = dataclasses.replace(t, offset_x=off, offset_y=off)
+    g = t.scale * k
+    m = np.float32([[g, 0, 0], [0, g, 0]])
+    out = cv2.warpAffine(src.astype(np.float32), m, (pw, ph), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out.reshape(ph, pw, -1), t
 
 
