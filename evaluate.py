@@ -144,6 +144,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not images:
         raise ValueError(f"{ann}: no images to evaluate")
     test_dev = not has_gt
+    if test_dev:            # the server scores keypoints only: no masks to compute
+        import dataclasses
+        cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, instance_masks=False))
     predictor = Predictor(network, cfg, input_size=args.input_size, scales=args.scales, flip=args.flip)
     results, failed = predict_results(predictor, images, image_dir, batch_size=args.batch_size,
                                       progress=not args.no_progress, keep_masks=not test_dev)
