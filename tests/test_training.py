@@ -36,7 +36,7 @@ def data_root(tmp_path_factory):
 
 def config(root, *overrides):
     return load_config("tiny", [f"data.coco_root={root}", "data.train_split=train",
-                                "model.input_size=129", *overrides])
+                                "model.input_size=129", "train.eval_images=0", *overrides])
 
 
 def test_optimizer_schedule_ema_and_decay():
