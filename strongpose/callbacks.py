@@ -146,10 +146,9 @@ class ValidationAP(keras.callbacks.Callback):
         step = _step(self.model)
         if not self.due(step) or (self.history and self.history[-1][0] == step):
             return
-        figures = self.run(step)
+        self.run(step)
         if logs is not None:
             logs.update(self.latest)
-        del figures
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

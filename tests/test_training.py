@@ -161,7 +161,8 @@ def _small_model(ema: bool):
 
 def _fit(model, steps, callbacks):
     rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(steps, 3)).astype("float32"), rng.normal(size=(steps, 1)).astype("float32")
+    x = rng.normal(size=(steps, 3)).astype("float32")
+    y = rng.normal(size=(steps, 1)).astype("float32")
     model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
 
 
@@ -199,7 +200,8 @@ def test_validation_callback_evaluates_ema_weights_and_restores_training_weights
     def evaluate(net):
         record["evaluated"] = [w.copy() for w in net.get_weights()]
         opt = net.optimizer
-        record["averages"] = [keras.ops.convert_to_numpy(a) for a in opt._model_variables_moving_average]
+        record["averages"] = [keras.ops.convert_to_numpy(a)
+                              for a in opt._model_variables_moving_average]
         return {"AP": 0.3}
 
     class After(keras.callbacks.Callback):
