@@ -55,13 +55,51 @@ if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
     from strongpose.config import Config
 
-CACHE_VERSION = 2                   # 2: images decoded whole at preparation
+CACHE_VERSION = 3                   # 2: images decoded whole at preparation; 3: packed labels
 DEFAULT_EMPTY_IMAGE_RATE = 0.1      # share of images without annotated people kept in training
 EVAL_SPLIT_WORDS = ("val", "test")
+IMAGES_PER_SHARD = 1024             # default shard size (TFRecords; the JSON path's order too)
+INTERLEAVE_SHARDS = 16              # shards read at once in training
 
 
 class DataError(ValueError):
     """A data set that cannot be used: empty, all images skipped, or refused."""
+
+
+# ------------------------------------------------------------------ label maps
+def label_layout(max_people: int) -> tuple[str, int, int]:
+    """(dtype, crowd bit, unannotated bit) of the one-channel label PNG for ``max_people``.
+
+    The label value of a pixel is ``instance | crowd << c | unannotated << u``, ``instance``
+    being person j's ``j + 1`` (0: none): uint8 with bits 6 and 7 up to 63 people, else
+    uint16 with bits 14 and 15. One channel decodes and warps at a third of three's cost.
+    """
+    if max_people < 64:
+        return "uint8", 6, 7
+    if max_people < 1 << 14:
+        return "uint16", 14, 15
+    raise ValueError(f"codec.max_people must be below {1 << 14}, got {max_people}")
+
+
+def pack_labels(instance: np.ndarray, crowd: np.ndarray, unannotated: np.ndarray,
+                max_people: int) -> np.ndarray:
+    """(H, W) instance ids and two 0/1 masks -> the (H, W) packed label map (NumPy)."""
+    dtype, c, u = label_layout(max_people)
+    packed = (instance.astype(np.uint32) | (crowd.astype(np.uint32) > 0) << c
+              | (unannotated.astype(np.uint32) > 0) << u)
+    return packed.astype(dtype)
+
+
+def unpack_labels(packed: "tf.Tensor", max_people: int
+                  ) -> tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]:
+    """Packed label map (any integer dtype) -> instance ids (int32), crowd, unannotated
+    (uint8 0/1); TensorFlow ops."""
+    import tensorflow as tf
+
+    _, c, u = label_layout(max_people)
+    x = tf.cast(packed, tf.int32)
+    bit = lambda b: tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, b), 1), tf.uint8)  # noqa: E731
+    return tf.bitwise.bitwise_and(x, (1 << c) - 1), bit(c), bit(u)
 
 
 @dataclass
@@ -175,13 +213,13 @@ def prepare(annotation_file: str | os.PathLike, image_dir: str | os.PathLike,
                 continue
             gt = coco.ground_truth(image_id, skeleton, max_people)
             n = gt.num_people
-            labels = np.zeros(gt.crowd_mask.shape + (3,), np.uint8)
+            instance = np.zeros(gt.crowd_mask.shape, np.uint32)
             for j in range(n):                            # later people over earlier ones
-                labels[..., 0][gt.person_masks[j] > 0] = j + 1
-            labels[..., 1], labels[..., 2] = gt.crowd_mask, gt.unannotated_mask
+                instance[gt.person_masks[j] > 0] = j + 1
+            labels = pack_labels(instance, gt.crowd_mask, gt.unannotated_mask, max_people)
             has_label = bool(labels.any())
             if has_label:
-                cv2.imwrite(str(tmp / "labels" / f"{int(image_id)}.png"), labels[..., ::-1])
+                cv2.imwrite(str(tmp / "labels" / f"{int(image_id)}.png"), labels)
             for key, value in (("image_ids", int(image_id)), ("file_names", info["file_name"]),
                                ("heights", gt.image_size[0]), ("widths", gt.image_size[1]),
                                ("label", has_label), ("counts", n)):
@@ -246,13 +284,62 @@ def present_people(inputs: dict) -> dict:
             "has_mask": inputs["has_mask"][:m]}
 
 
-def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
+def shard_starts(n_images: int, shards: Optional[int] = None) -> np.ndarray:
+    """(N + 1,) first image index of each of N shards (and n_images): contiguous runs in
+    file order, sizes differing by at most one. N defaults to ceil(n / IMAGES_PER_SHARD)."""
+    n = int(n_images)
+    count = max(1, -(-n // IMAGES_PER_SHARD)) if shards is None else int(shards)
+    if count < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    count = min(count, max(n, 1))
+    return (np.arange(count + 1, dtype=np.int64) * n) // count
+
+
+def epoch_order(read_shard: Any, n_shards: int, n_images: int, epoch: "tf.Tensor", *,
+                seed: int, training: bool, window: int) -> "tf.data.Dataset":
+    """One epoch's elements ``(element, position)``, the same for any source whose shard k
+    yields its images in file order (``read_shard(k)``: a dataset).
+
+    Training: the shards in a stateless random order per epoch, read
+    ``INTERLEAVE_SHARDS`` at a time (round robin), and each run of ``window`` elements
+    permuted (stateless, per epoch and window). Otherwise: file order. ``position`` is
+    ``epoch * n_images + i`` for the epoch's i-th element: the augmentation's seed.
+    """
+    import tensorflow as tf
+
+    shards = tf.range(n_shards, dtype=tf.int64)
+    key = tf.stack([tf.constant(seed, tf.int64), epoch])
+    if training:
+        shards = tf.random.experimental.stateless_shuffle(
+            shards, seed=tf.random.experimental.stateless_fold_in(key, 1))
+    ds = tf.data.Dataset.from_tensor_slices(shards)
+    if training:
+        ds = ds.interleave(read_shard, cycle_length=min(n_shards, INTERLEAVE_SHARDS),
+                           block_length=1)
+
+        def permute(w: tf.Tensor, block: Any) -> Any:
+            wkey = tf.random.experimental.stateless_fold_in(
+                tf.random.experimental.stateless_fold_in(key, 2), w)
+            first = tf.nest.flatten(block)[0]
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(first)[0], dtype=tf.int64), seed=wkey)
+            return tf.nest.map_structure(lambda t: tf.gather(t, order), block)
+
+        ds = ds.batch(window).enumerate().map(permute).unbatch()
+    else:
+        ds = ds.flat_map(read_shard)
+    positions = tf.data.Dataset.range(epoch * n_images, (epoch + 1) * n_images)
+    return tf.data.Dataset.zip((ds, positions))
+
+
+def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.PathLike] = None,
                  image_dir: Optional[str | os.PathLike] = None,
                  cache_dir: Optional[str | os.PathLike] = None, *, training: bool = True,
                  seed: int = 0, batch_size: Optional[int] = None, augment: bool = True,
                  with_targets: bool = True, empty_image_rate: Optional[float] = None,
                  allow_eval_split: bool = False, progress: bool = True,
-                 prepared: Optional[PreparedSet] = None) -> "tf.data.Dataset":
+                 prepared: Optional[PreparedSet] = None,
+                 tfrecord_dir: Optional[str | os.PathLike] = None) -> "tf.data.Dataset":
     """Batches ``(images, targets)`` of a COCO keypoints split (see the module docstring).
 
     Args:
@@ -271,85 +358,67 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
             0.1 when training (not a config key yet), 1 otherwise.
         allow_eval_split: train on a split whose name holds "val" or "test".
         prepared: an already prepared set (skips :func:`prepare`).
+        tfrecord_dir: read the shards that ``python -m strongpose.tfrecords`` wrote there
+            instead of the JSON and images (default ``cfg.data.tfrecord_dir``; the split
+            argument then only names the split, for the val/test refusal). The same
+            batches as the JSON path for the same seed (when converted with the default
+            ``--shards``).
     """
     import tensorflow as tf
-    from strongpose.augment import Augmenter
-    from strongpose.targets import TargetEncoder
 
-    name, ann, images = resolve_split(cfg, split_or_annotation_file, image_dir)
+    tfrecord_dir = tfrecord_dir if tfrecord_dir is not None else cfg.data.tfrecord_dir
+    if tfrecord_dir is not None and prepared is None:
+        from strongpose.tfrecords import TFRecordSource
+        source: Any = TFRecordSource(tfrecord_dir)
+        name = Path(str(split_or_annotation_file)).stem if split_or_annotation_file else source.split
+        ann = source.root
+    else:
+        if split_or_annotation_file is None:
+            raise ValueError("make_dataset: give a split or an annotation file (or a tfrecord_dir)")
+        name, ann, images = resolve_split(cfg, split_or_annotation_file, image_dir)
+        source = None
     if training and not allow_eval_split and any(w in name.lower() for w in EVAL_SPLIT_WORDS):
         raise DataError(f"make_dataset: refusing to train on {name!r} (an evaluation split); "
                         "pass allow_eval_split=True if that is meant")
-    if prepared is None:
+    if source is None and prepared is None:
         if cache_dir is None:
             cache_dir = Path(cfg.train.output_dir) / "data_cache"
         prepared = prepare(ann, images, cache_dir, skeleton=cfg.skeleton,
                            max_people=int(cfg.codec.max_people), progress=progress)
+    counts_np = source.counts if source is not None else prepared.counts
     rate = (DEFAULT_EMPTY_IMAGE_RATE if training else 1.0) if empty_image_rate is None \
         else float(empty_image_rate)
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"make_dataset: empty_image_rate must be in [0, 1], got {rate}")
-    if training and rate == 0.0 and not np.any(prepared.counts > 0):
+    if training and rate == 0.0 and not np.any(counts_np > 0):
         raise DataError(f"{ann}: no image holds an annotated person (and empty_image_rate is 0)")
     batch = int(batch_size if batch_size is not None else cfg.train.batch_size)
     if batch < 1:
         raise ValueError(f"make_dataset: batch_size must be >= 1, got {batch}")
 
-    stride = int(cfg.model.output_stride)
-    size = int(cfg.model.input_size)
-    augmenter = Augmenter.from_config(cfg, augment=augment, mask_factor=stride, masks_on_grid=True)
-    encoder = TargetEncoder.from_config(cfg)
-    map_size = encoder.map_size_for((size, size))
-    p, k = int(cfg.codec.max_people), cfg.skeleton.num_keypoints
-    n_images = len(prepared)
-
-    image_paths = tf.constant([str(images / f) for f in prepared.file_names])
-    label_paths = tf.constant([str(prepared.label_path(i)) if lab else ""
-                               for i, lab in zip(prepared.image_ids, prepared.label)])
-    hw = tf.constant(np.stack([prepared.heights, prepared.widths], -1), tf.int32)
-    starts = tf.constant(prepared.starts, tf.int64)
-    counts = tf.constant(prepared.counts, tf.int32)
-    kp_all = tf.constant(np.concatenate([prepared.keypoints, np.zeros((1, k, 3), np.float32)]))
-    hm_all = tf.constant(np.concatenate([prepared.has_mask, np.zeros((1,), bool)]))
-    ids = tf.constant(prepared.image_ids, tf.int64)
+    p = int(cfg.codec.max_people)
+    if source is not None:
+        source.check(p, cfg.skeleton.num_keypoints)
+        n_images, starts_np = len(source), source.shard_starts
+        read_shard, count_of, to_raw = source.read_shard, source.count_of, source.to_raw
+    else:
+        n_images, starts_np = len(prepared), shard_starts(len(prepared))
+        read_shard, count_of, to_raw = _json_reader(prepared, images, starts_np, p)
+    example_fn = example_pipeline(cfg, augment=augment, with_targets=with_targets)
+    window = max(1, int(cfg.data.shuffle_buffer))
 
     def epoch(e: tf.Tensor) -> tf.data.Dataset:
-        order = tf.range(n_images, dtype=tf.int64)
-        if training:
-            order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([tf.constant(seed, tf.int64), e]))
-        position = e * n_images + tf.range(n_images, dtype=tf.int64)
-        ds = tf.data.Dataset.from_tensor_slices((order, position))
+        ds = epoch_order(read_shard, len(starts_np) - 1, n_images, e, seed=seed,
+                         training=training, window=window)
         if rate < 1.0:
-            def keep(i, pos):
+            def keep(element, pos):
                 u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 7919, tf.int64), pos]))
-                return (tf.gather(counts, i) > 0) | (u < rate)
+                return (count_of(element) > 0) | (u < rate)
             ds = ds.filter(keep)
         return ds
 
-    def load(i: tf.Tensor, pos: tf.Tensor) -> dict[str, tf.Tensor]:
-        image = tf.io.decode_image(tf.io.read_file(tf.gather(image_paths, i)), channels=3,
-                                   expand_animations=False)
-        shape = tf.gather(hw, i)
-        label_path = tf.gather(label_paths, i)
-        labels = tf.cond(tf.strings.length(label_path) > 0,
-                         lambda: tf.io.decode_png(tf.io.read_file(label_path), channels=3),
-                         lambda: tf.zeros(tf.concat([shape, [3]], 0), tf.uint8))
-        n = tf.minimum(tf.gather(counts, i), p)
-        rows = tf.gather(starts, i) + tf.range(p, dtype=tf.int64)
-        rows = tf.where(tf.range(p) < n, rows, tf.cast(tf.shape(kp_all)[0] - 1, tf.int64))
-        example = {"image": image, "instance_map": labels[..., 0], "crowd_mask": labels[..., 1],
-                   "unannotated_mask": labels[..., 2],
-                   "keypoints": tf.ensure_shape(tf.gather(kp_all, rows), [p, k, 3]),
-                   "num_people": n, "has_mask": tf.ensure_shape(tf.gather(hm_all, rows), [p]),
-                   "image_id": tf.gather(ids, i)}
-        out = augmenter(example, tf.stack([tf.constant(seed, tf.int64), pos]))
-        inputs = {"keypoints": out["keypoints"], "num_people": out["num_people"],
-                  "person_masks": out["person_masks"], "has_mask": out["has_mask"],
-                  "crowd_mask": out["crowd_mask"], "unannotated_mask": out["unannotated_mask"]}
-        if with_targets:
-            return out["image"], encoder(present_people(inputs), map_size)
-        return out["image"], inputs
+    def load(element: tf.Tensor, pos: tf.Tensor):
+        return example_fn(to_raw(element), tf.stack([tf.constant(seed, tf.int64), pos]))
 
     epochs = tf.data.Dataset.range(tf.int64.max if training else 1)
     ds = epochs.flat_map(epoch)
@@ -357,3 +426,83 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
     ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _json_reader(prepared: PreparedSet, images: Path, starts: np.ndarray, max_people: int):
+    """(read_shard, count_of, to_raw) of a prepared JSON set: shard k yields its image
+    indices ``starts[k]:starts[k + 1]``; ``count_of(i)`` its people; ``to_raw(i)`` reads
+    the files into a raw example (see :func:`example_pipeline`)."""
+    import tensorflow as tf
+
+    k = prepared.keypoints.shape[1]
+    image_paths = tf.constant([str(images / f) for f in prepared.file_names])
+    label_paths = tf.constant([str(prepared.label_path(i)) if lab else ""
+                               for i, lab in zip(prepared.image_ids, prepared.label)])
+    hw = tf.constant(np.stack([prepared.heights, prepared.widths], -1), tf.int32)
+    first = tf.constant(prepared.starts, tf.int64)
+    counts = tf.constant(prepared.counts, tf.int32)
+    kp_all = tf.constant(np.concatenate([prepared.keypoints, np.zeros((1, k, 3), np.float32)]))
+    hm_all = tf.constant(np.concatenate([prepared.has_mask, np.zeros((1,), bool)]))
+    ids = tf.constant(prepared.image_ids, tf.int64)
+    bounds = tf.constant(starts, tf.int64)
+
+    def read_shard(shard: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.range(tf.gather(bounds, shard), tf.gather(bounds, shard + 1))
+
+    def to_raw(i: tf.Tensor) -> dict[str, tf.Tensor]:
+        label_path = tf.gather(label_paths, i)
+        n = tf.minimum(tf.gather(counts, i), max_people)
+        rows = tf.gather(first, i) + tf.range(max_people, dtype=tf.int64)
+        rows = tf.where(tf.range(max_people) < n, rows, tf.cast(tf.shape(kp_all)[0] - 1, tf.int64))
+        return {"image": tf.io.read_file(tf.gather(image_paths, i)),
+                "label": tf.cond(tf.strings.length(label_path) > 0,
+                                 lambda: tf.io.read_file(label_path), lambda: tf.constant(b"")),
+                "size": tf.gather(hw, i), "num_people": n,
+                "keypoints": tf.ensure_shape(tf.gather(kp_all, rows), [max_people, k, 3]),
+                "has_mask": tf.ensure_shape(tf.gather(hm_all, rows), [max_people]),
+                "image_id": tf.gather(ids, i)}
+
+    def count_of(i: tf.Tensor) -> tf.Tensor:
+        return tf.gather(counts, i)
+
+    return read_shard, count_of, to_raw
+
+
+def example_pipeline(cfg: "Config", *, augment: bool = True, with_targets: bool = True):
+    """``fn(raw, seed) -> (image, targets or target inputs)`` for one example (TF ops).
+
+    ``raw``: ``image`` (encoded bytes), ``label`` (packed label PNG bytes, or empty: no
+    label), ``size`` (H, W) int32, ``keypoints`` (P, K, 3), ``num_people``, ``has_mask``
+    (P,), ``image_id``. Decodes, augments (:class:`Augmenter`, masks warped straight onto
+    the map grid) and, ``with_targets``, encodes the people present.
+    """
+    import tensorflow as tf
+    from strongpose.augment import Augmenter, person_masks
+    from strongpose.targets import TargetEncoder
+
+    stride = int(cfg.model.output_stride)
+    size = int(cfg.model.input_size)
+    p = int(cfg.codec.max_people)
+    label_dtype = tf.as_dtype(label_layout(p)[0])
+    augmenter = Augmenter.from_config(cfg, augment=augment, mask_factor=stride,
+                                      masks_on_grid=True, make_person_masks=False)
+    encoder = TargetEncoder.from_config(cfg)
+    map_size = encoder.map_size_for((size, size))
+
+    def fn(raw: dict[str, tf.Tensor], seed: tf.Tensor):
+        image = tf.io.decode_image(raw["image"], channels=3, expand_animations=False)
+        labels = tf.cond(tf.strings.length(raw["label"]) > 0,
+                         lambda: tf.io.decode_png(raw["label"], channels=1, dtype=label_dtype)[..., 0],
+                         lambda: tf.zeros(raw["size"], label_dtype))
+        example = {"image": image, "instance_map": labels, "keypoints": raw["keypoints"],
+                   "num_people": raw["num_people"]}
+        out = augmenter(example, seed)
+        instance, crowd, unannotated = unpack_labels(out["instance_map"], p)
+        inputs = {"keypoints": out["keypoints"], "num_people": out["num_people"],
+                  "person_masks": person_masks(instance, p), "has_mask": raw["has_mask"],
+                  "crowd_mask": crowd, "unannotated_mask": unannotated}
+        if with_targets:
+            return out["image"], encoder(present_people(inputs), map_size)
+        return out["image"], inputs
+
+    return fn
