@@ -277,7 +277,7 @@ def _jitter(aug: Augmenter, image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
     colour = tf.linalg.inv(to_yiq) @ chroma @ to_yiq                 # column vectors: y = C x
     a = contrast * tf.transpose(colour)                               # row vectors: y = x A
     b = tf.linalg.matvec(colour, bias)
-    out = tf.einsum("hwc,cd->hwd", image, a) + b
+    out = tf.nn.bias_add(tf.einsum("hwc,cd->hwd", image, a), b)     # b along the channels
     return tf.clip_by_value(out, 0.0, 1.0)
 
 

@@ -332,6 +332,47 @@ def epoch_order(read_shard: Any, n_shards: int, n_images: int, epoch: "tf.Tensor
     return tf.data.Dataset.zip((ds, positions))
 
 
+class TrainStepTargets:
+    """Batched target encoding for the train step: ``(B, ...)`` target inputs -> targets.
+
+    With ``make_dataset(..., with_targets=False)`` the pipeline yields the MAPS.md target
+    inputs; the training model calls this on ``y`` in its loss (TensorFlow backend: the
+    encoder is TensorFlow ops), so the encoder runs on the accelerator and costs the host
+    nothing. Rows beyond the batch's largest ``num_people`` are cut first (they add nothing).
+    """
+
+    def __init__(self, encoder: Any, map_size: tuple[int, int]) -> None:
+        self.encoder = encoder
+        self.map_size = (int(map_size[0]), int(map_size[1]))
+
+    @classmethod
+    def from_config(cls, cfg: "Config") -> "TrainStepTargets":
+        """For ``cfg``'s training stride and ``model.input_size``."""
+        from strongpose.targets import TargetEncoder
+        encoder = TargetEncoder.from_config(cfg)
+        size = int(cfg.model.input_size)
+        return cls(encoder, encoder.map_size_for((size, size)))
+
+    def __call__(self, inputs: dict) -> dict:
+        import tensorflow as tf
+
+        m = tf.maximum(tf.reduce_max(tf.cast(inputs["num_people"], tf.int32)), 1)
+        cut = {**inputs, "keypoints": inputs["keypoints"][:, :m],
+               "person_masks": inputs["person_masks"][:, :m], "has_mask": inputs["has_mask"][:, :m]}
+        return self.encoder(cut, self.map_size)
+
+
+def targets_in_train_step() -> bool:
+    """Where the targets are encoded by default: in the train step where that takes work
+    off the host (TensorFlow backend with a GPU), else in the pipeline (the JAX backend
+    cannot run the TensorFlow encoder in its step; on a CPU alone both places cost the same
+    cores, and the pipeline's per-image encoding of the people present is the cheaper)."""
+    import keras
+    import tensorflow as tf
+
+    return keras.backend.backend() == "tensorflow" and bool(tf.config.list_logical_devices("GPU"))
+
+
 def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.PathLike] = None,
                  image_dir: Optional[str | os.PathLike] = None,
                  cache_dir: Optional[str | os.PathLike] = None, *, training: bool = True,
