@@ -6,34 +6,47 @@
     for images, targets in ds: ...        # images (B, S, S, 3) float32 0..255; targets: the
                                           # MAPS.md maps and *_weight, (B, h, w, C) float32
 
+    ds = make_dataset(cfg, "train2017", tfrecord_dir="tfrecords/train")      # TFRecord shards
+
 Two stages:
 
 1. :func:`prepare` (NumPy + pycocotools, once per annotation file, cached on disk): per
-   image a label PNG of 3 uint8 channels at the image's size (0: instance map, person j
-   as j + 1, later people drawn over earlier ones; 1: crowd mask; 2: unannotated mask,
-   i.e. people with a mask but no labelled keypoint and people beyond ``max_people``),
-   written only for images with any of these; and one ``people.npz`` holding every kept
-   image's id, file name, size and its annotated people (keypoints, has_mask) unpadded.
-   Images that are missing, unreadable (decoded once, whole) or of another size than the JSON says
-   are skipped with a warning and counted (``PreparedSet.skipped``). Cache layout::
+   image a one-channel label PNG at the image's size (:func:`label_layout`: person j's
+   mask as j + 1 in the low bits, later people drawn over earlier ones; a crowd bit; an
+   unannotated bit, i.e. people with a mask but no labelled keypoint and people beyond
+   ``max_people``), written only for images with any of these; and one ``people.npz``
+   holding every kept image's id, file name, size and its annotated people (keypoints,
+   has_mask) unpadded. Images that are missing, unreadable (decoded once, whole) or of
+   another size than the JSON says are skipped with a warning and counted
+   (``PreparedSet.skipped``). Cache layout::
 
-       cache_dir/<json stem>-<sha1 of JSON + image dir + P + K>/
+       cache_dir/<json stem>-<sha1 of JSON + image dir + P + K + version>/
            meta.json          source, counts, skipped files
            people.npz         image_ids, file_names, heights, widths, label (0/1),
                               starts, counts (rows of keypoints per image),
                               keypoints (N_people, K, 3) float32, has_mask (N_people,)
            labels/<image_id>.png
 
-2. :func:`make_dataset`: TensorFlow ops only (no ``py_function``): per epoch a stateless
-   permutation of the images (training), images without annotated people kept at
-   ``empty_image_rate``, then a deterministic parallel map (read + decode the image and
-   label PNG, pad people to P = ``codec.max_people``, :class:`Augmenter` with the stateless
-   seed ``(seed, epoch * N + position)``, :class:`TargetEncoder` on the example's people
-   present (:func:`present_people`: the padding rows add nothing but cost), batch,
-   prefetch. The same seed gives the same batches.
+   ``python -m strongpose.tfrecords`` writes the same into sharded TFRecords
+   (:mod:`strongpose.tfrecords`).
+
+2. :func:`make_dataset`: TensorFlow ops only (no ``py_function``). A source (the prepared
+   JSON set, or :class:`strongpose.tfrecords.TFRecordSource`) is a list of shards of
+   contiguous images (:func:`shard_starts`); :func:`epoch_order` gives every epoch's
+   order from the shards alone (training: stateless shard permutation, 16 shards
+   interleaved, stateless permutation of every ``data.shuffle_buffer`` run), so both
+   sources give the same batches for the same seed. Then images without annotated
+   people kept at ``empty_image_rate``, a deterministic parallel map
+   (:func:`example_pipeline`: decode the image and the label PNG, :class:`Augmenter`
+   with the stateless seed ``(seed, epoch * N + position)``, masks warped straight onto
+   the map grid and unpacked there, :class:`TargetEncoder` on the example's people
+   present (:func:`present_people`: the padding rows add nothing but cost)), batch,
+   prefetch.
 
 ``with_targets=False`` yields ``(images, inputs)`` instead, ``inputs`` being the MAPS.md
-"Targets input" with every mask at map size (factor 1), for encoding inside the train step.
+"Targets input" with every mask at map size (factor 1), for encoding inside the train step
+(:class:`TrainStepTargets`, which ``training.TrainingModel(target_encoder=...)`` calls on
+``y``; :func:`targets_in_train_step` says where ``train`` encodes by default).
 Person masks are always cut at ``mask_factor = output stride`` (the encoder reads only every
 s-th pixel, so the maps are the same as at full size, for 1/s^2 of the memory).
 """
