@@ -195,8 +195,8 @@ def main(argv=None) -> dict:
                         help="images in the per-stage split (0: skip it)")
     parser.add_argument("--train-config", default="tiny",
                         help="preset whose train step is timed ('none' to skip)")
-    parser.add_argument("--train-steps", type=int, default=6)
-    parser.add_argument("--train-warmup", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--train-warmup", type=int, default=2)
     args = parser.parse_intermixed_args(argv)
     tf = cli.import_tensorflow()
     from strongpose.config import load_config

@@ -32,10 +32,11 @@ Two stages:
 
 2. :func:`make_dataset`: TensorFlow ops only (no ``py_function``). A source (the prepared
    JSON set, or :class:`strongpose.tfrecords.TFRecordSource`) is a list of shards of
-   contiguous images (:func:`shard_starts`); :func:`epoch_order` gives every epoch's
-   order from the shards alone (training: stateless shard permutation, 16 shards
-   interleaved, stateless permutation of every ``data.shuffle_buffer`` run), so both
-   sources give the same batches for the same seed. Then images without annotated
+   contiguous images (:func:`shard_starts`); :func:`epoch_examples` gives every epoch's
+   order from the shards alone, by index arithmetic (training: stateless shard
+   permutation, shards read in turn, stateless permutation of every run of
+   ``data.shuffle_buffer`` slots), so both sources give the same batches for the same
+   seed. Then images without annotated
    people kept at ``empty_image_rate``, a deterministic parallel map
    (:func:`example_pipeline`: decode the image and the label PNG, :class:`Augmenter`
    with the stateless seed ``(seed, epoch * N + position)``, masks warped straight onto
@@ -72,7 +73,6 @@ CACHE_VERSION = 3                   # 2: images decoded whole at preparation; 3:
 DEFAULT_EMPTY_IMAGE_RATE = 0.1      # share of images without annotated people kept in training
 EVAL_SPLIT_WORDS = ("val", "test")
 IMAGES_PER_SHARD = 1024             # default shard size (TFRecords; the JSON path's order too)
-INTERLEAVE_SHARDS = 16              # shards read at once in training
 
 
 class DataError(ValueError):
@@ -308,41 +308,79 @@ def shard_starts(n_images: int, shards: Optional[int] = None) -> np.ndarray:
     return (np.arange(count + 1, dtype=np.int64) * n) // count
 
 
-def epoch_order(read_shard: Any, n_shards: int, n_images: int, epoch: "tf.Tensor", *,
-                seed: int, training: bool, window: int) -> "tf.data.Dataset":
-    """One epoch's elements ``(element, position)``, the same for any source whose shard k
-    yields its images in file order (``read_shard(k)``: a dataset).
+def _epoch_key(seed: int, epoch: "tf.Tensor") -> "tf.Tensor":
+    import tensorflow as tf
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
-    Training: the shards in a stateless random order per epoch, read
-    ``INTERLEAVE_SHARDS`` at a time (round robin), and each run of ``window`` elements
-    permuted (stateless, per epoch and window). Otherwise: file order. ``position`` is
-    ``epoch * n_images + i`` for the epoch's i-th element: the augmentation's seed.
-    """
+
+def shard_order(n_shards: int, epoch: "tf.Tensor", *, seed: int, training: bool) -> "tf.Tensor":
+    """(N,) int64 shards in the order epoch ``epoch`` reads them: a stateless permutation
+    when training, else in file order."""
     import tensorflow as tf
 
     shards = tf.range(n_shards, dtype=tf.int64)
-    key = tf.stack([tf.constant(seed, tf.int64), epoch])
-    if training:
-        shards = tf.random.experimental.stateless_shuffle(
-            shards, seed=tf.random.experimental.stateless_fold_in(key, 1))
-    ds = tf.data.Dataset.from_tensor_slices(shards)
-    if training:
-        ds = ds.interleave(read_shard, cycle_length=min(n_shards, INTERLEAVE_SHARDS),
-                           block_length=1)
+    if not training:
+        return shards
+    return tf.random.experimental.stateless_shuffle(
+        shards, seed=tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), 1))
 
-        def permute(w: tf.Tensor, block: Any) -> Any:
-            wkey = tf.random.experimental.stateless_fold_in(
-                tf.random.experimental.stateless_fold_in(key, 2), w)
-            first = tf.nest.flatten(block)[0]
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(tf.shape(first)[0], dtype=tf.int64), seed=wkey)
-            return tf.nest.map_structure(lambda t: tf.gather(t, order), block)
 
-        ds = ds.batch(window).enumerate().map(permute).unbatch()
-    else:
-        ds = ds.flat_map(read_shard)
-    positions = tf.data.Dataset.range(epoch * n_images, (epoch + 1) * n_images)
-    return tf.data.Dataset.zip((ds, positions))
+def window_keys(n_images: int, epoch: "tf.Tensor", *, seed: int) -> "tf.Tensor":
+    """(n,) float64 sort keys of epoch ``epoch``'s stream slots in [0, 1): each run of
+    ``window`` slots is put in the order of its keys (stable argsort)."""
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform(
+        [n_images], tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), 2),
+        dtype=tf.float64)
+
+
+def epoch_examples(starts: np.ndarray, counts: "tf.Tensor", epoch: "tf.Tensor", *, seed: int,
+                   training: bool, window: int, rate: float
+                   ) -> tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]:
+    """Epoch ``epoch`` of any source of shards ``starts`` (:func:`shard_starts`), as index
+    arithmetic (no image read): ``(order, position, keep)``, each (n,).
+
+    Training: the shards in :func:`shard_order`, read one after the other in file order,
+    then every run of ``window`` slots permuted by :func:`window_keys`; otherwise file
+    order. ``position = epoch * n + slot`` (the augmentation's seed); ``keep``: the image
+    has annotated people, or a stateless draw per slot below ``rate``. A TFRecord source
+    reads its records in the same order (:func:`windowed`), so both sources agree.
+    """
+    import tensorflow as tf
+
+    n_images = int(starts[-1])
+    bounds = tf.constant(starts, tf.int64)
+    shards = shard_order(len(starts) - 1, epoch, seed=seed, training=training)
+    order = tf.ragged.range(tf.gather(bounds, shards), tf.gather(bounds, shards + 1)).flat_values
+    if training:
+        slot = tf.range(n_images, dtype=tf.int64)
+        key = tf.cast(slot // window, tf.float64) + window_keys(n_images, epoch, seed=seed)
+        order = tf.gather(order, tf.argsort(key, stable=True))
+    position = tf.cast(epoch, tf.int64) * n_images + tf.range(n_images, dtype=tf.int64)
+    keep = tf.ones([n_images], tf.bool)
+    if rate < 1.0:
+        u = tf.random.stateless_uniform([n_images], tf.stack([tf.constant(seed + 7919, tf.int64),
+                                                              tf.cast(epoch, tf.int64)]))
+        keep = (tf.gather(counts, order) > 0) | (u < rate)
+    return order, position, keep
+
+
+def windowed(records: "tf.data.Dataset", n_images: int, epoch: "tf.Tensor", *, seed: int,
+             window: int) -> "tf.data.Dataset":
+    """A stream of one epoch's elements in shard order -> the training order of
+    :func:`epoch_examples` (each run of ``window`` permuted by :func:`window_keys`)."""
+    import tensorflow as tf
+
+    keys = window_keys(n_images, epoch, seed=seed)
+
+    def permute(w: tf.Tensor, block: Any) -> Any:
+        first = tf.nest.flatten(block)[0]
+        own = keys[w * window: w * window + tf.cast(tf.shape(first)[0], tf.int64)]
+        order = tf.argsort(own, stable=True)
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), block)
+
+    return records.batch(window).enumerate().map(permute).unbatch()
 
 
 class TrainStepTargets:
@@ -431,7 +469,8 @@ def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.Path
             raise ValueError("make_dataset: give a split or an annotation file (or a tfrecord_dir)")
         name, ann, images = resolve_split(cfg, split_or_annotation_file, image_dir)
         source = None
-    if training and not allow_eval_split and any(w in name.lower() for w in EVAL_SPLIT_WORDS):
+    names = name.lower() + ("|" + source.split.lower() if source is not None else "")
+    if training and not allow_eval_split and any(w in names for w in EVAL_SPLIT_WORDS):
         raise DataError(f"make_dataset: refusing to train on {name!r} (an evaluation split); "
                         "pass allow_eval_split=True if that is meant")
     if source is None and prepared is None:
@@ -454,25 +493,28 @@ def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.Path
     if source is not None:
         source.check(p, cfg.skeleton.num_keypoints)
         n_images, starts_np = len(source), source.shard_starts
-        read_shard, count_of, to_raw = source.read_shard, source.count_of, source.to_raw
     else:
         n_images, starts_np = len(prepared), shard_starts(len(prepared))
-        read_shard, count_of, to_raw = _json_reader(prepared, images, starts_np, p)
+        to_raw = _json_reader(prepared, images, p)
     example_fn = example_pipeline(cfg, augment=augment, with_targets=with_targets)
     window = max(1, int(cfg.data.shuffle_buffer))
+    counts = tf.constant(counts_np, tf.int32)
 
     def epoch(e: tf.Tensor) -> tf.data.Dataset:
-        ds = epoch_order(read_shard, len(starts_np) - 1, n_images, e, seed=seed,
-                         training=training, window=window)
-        if rate < 1.0:
-            def keep(element, pos):
-                u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 7919, tf.int64), pos]))
-                return (count_of(element) > 0) | (u < rate)
-            ds = ds.filter(keep)
-        return ds
+        order, position, keep = epoch_examples(starts_np, counts, e, seed=seed,
+                                               training=training, window=window, rate=rate)
+        if source is None:
+            return tf.data.Dataset.from_tensor_slices(
+                (tf.boolean_mask(order, keep), tf.boolean_mask(position, keep)))
+        records = source.records(shard_order(len(starts_np) - 1, e, seed=seed, training=training))
+        if training:
+            records = windowed(records, n_images, e, seed=seed, window=window)
+        ds = tf.data.Dataset.zip((records, tf.data.Dataset.from_tensor_slices((position, keep))))
+        return ds.filter(lambda r, pk: pk[1]).map(lambda r, pk: (r, pk[0]))
 
     def load(element: tf.Tensor, pos: tf.Tensor):
-        return example_fn(to_raw(element), tf.stack([tf.constant(seed, tf.int64), pos]))
+        raw = source.parse(element) if source is not None else to_raw(element)
+        return example_fn(raw, tf.stack([tf.constant(seed, tf.int64), pos]))
 
     epochs = tf.data.Dataset.range(tf.int64.max if training else 1)
     ds = epochs.flat_map(epoch)
@@ -482,10 +524,9 @@ def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.Path
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _json_reader(prepared: PreparedSet, images: Path, starts: np.ndarray, max_people: int):
-    """(read_shard, count_of, to_raw) of a prepared JSON set: shard k yields its image
-    indices ``starts[k]:starts[k + 1]``; ``count_of(i)`` its people; ``to_raw(i)`` reads
-    the files into a raw example (see :func:`example_pipeline`)."""
+def _json_reader(prepared: PreparedSet, images: Path, max_people: int):
+    """``to_raw(i)``: image ``i`` of a prepared JSON set read into a raw example (see
+    :func:`example_pipeline`)."""
     import tensorflow as tf
 
     k = prepared.keypoints.shape[1]
@@ -498,10 +539,6 @@ def _json_reader(prepared: PreparedSet, images: Path, starts: np.ndarray, max_pe
     kp_all = tf.constant(np.concatenate([prepared.keypoints, np.zeros((1, k, 3), np.float32)]))
     hm_all = tf.constant(np.concatenate([prepared.has_mask, np.zeros((1,), bool)]))
     ids = tf.constant(prepared.image_ids, tf.int64)
-    bounds = tf.constant(starts, tf.int64)
-
-    def read_shard(shard: tf.Tensor) -> tf.data.Dataset:
-        return tf.data.Dataset.range(tf.gather(bounds, shard), tf.gather(bounds, shard + 1))
 
     def to_raw(i: tf.Tensor) -> dict[str, tf.Tensor]:
         label_path = tf.gather(label_paths, i)
@@ -516,10 +553,7 @@ def _json_reader(prepared: PreparedSet, images: Path, starts: np.ndarray, max_pe
                 "has_mask": tf.ensure_shape(tf.gather(hm_all, rows), [max_people]),
                 "image_id": tf.gather(ids, i)}
 
-    def count_of(i: tf.Tensor) -> tf.Tensor:
-        return tf.gather(counts, i)
-
-    return read_shard, count_of, to_raw
+    return to_raw
 
 
 def example_pipeline(cfg: "Config", *, augment: bool = True, with_targets: bool = True):

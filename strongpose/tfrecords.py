@@ -20,7 +20,7 @@ PNG bytes, empty when the image has no mask, crowd or unannotated region), ``key
 
 :class:`TFRecordSource` reads a converted folder for ``make_dataset(..., tfrecord_dir=...)``
 (or ``data.tfrecord_dir``): shard k yields its images in file order, which is all the
-shared epoch order (``data_generator.epoch_order``) needs, so the batches equal the JSON
+shared epoch order (``data_generator.epoch_examples``) needs, so the batches equal the JSON
 path's for the same seed when the shards are those ``shard_starts`` makes by default.
 """
 
@@ -158,13 +158,13 @@ class TFRecordSource:
                 f"{self.num_keypoints} keypoints, the config has {max_people} and "
                 f"{num_keypoints}: convert again with this config")
 
-    def read_shard(self, shard: "tf.Tensor") -> "tf.data.Dataset":
-        """Shard ``shard``'s examples, parsed and padded (the raw examples of
-        ``data_generator.example_pipeline``), in file order."""
+    def records(self, shards: "tf.Tensor") -> "tf.data.Dataset":
+        """The serialized examples of ``shards`` (int64 indices), one shard after the
+        other, each in file order."""
         import tensorflow as tf
 
-        files = tf.constant(self.files)
-        return tf.data.TFRecordDataset(tf.gather(files, shard)).map(self.parse)
+        return tf.data.TFRecordDataset(tf.gather(tf.constant(self.files), shards),
+                                       num_parallel_reads=None, buffer_size=8 << 20)
 
     def parse(self, record: "tf.Tensor") -> dict:
         """One serialized example -> raw example (people padded to ``max_people``)."""
@@ -190,16 +190,6 @@ class TFRecordSource:
                 "keypoints": tf.ensure_shape(tf.pad(kp, [[0, pad], [0, 0], [0, 0]]), [p, k, 3]),
                 "has_mask": tf.ensure_shape(tf.pad(has_mask, [[0, pad]]), [p]),
                 "image_id": ex["image_id"]}
-
-    @staticmethod
-    def count_of(raw: dict) -> "tf.Tensor":
-        """People in a raw example."""
-        return raw["num_people"]
-
-    @staticmethod
-    def to_raw(raw: dict) -> dict:
-        """Elements are raw examples already (parsed in :meth:`read_shard`)."""
-        return raw
 
 
 # ------------------------------------------------------------------ command line
