@@ -108,6 +108,9 @@ class Augmenter:
         masks_on_grid: warp the instance map and masks straight onto that grid of every
             f-th crop pixel ((S - 1) / f + 1 per side: what the target encoder reads), not
             the whole crop: the same values, f^2 fewer pixels.
+        make_person_masks: False leaves ``person_masks`` out even with a ``mask_factor``
+            (for a caller whose ``instance_map`` packs more than person ids and who cuts
+            the masks itself, e.g. :func:`person_masks` after unpacking).
     """
 
     skeleton: Skeleton
@@ -123,6 +126,7 @@ class Augmenter:
     augment: bool = True
     mask_factor: Optional[int] = 1
     masks_on_grid: bool = False
+    make_person_masks: bool = True
 
     def __post_init__(self) -> None:
         s = self.input_size
@@ -148,14 +152,14 @@ class Augmenter:
 
     @classmethod
     def from_config(cls, cfg: "Config", augment: bool = True, mask_factor: Optional[int] = 1,
-                    masks_on_grid: bool = False) -> "Augmenter":
+                    masks_on_grid: bool = False, make_person_masks: bool = True) -> "Augmenter":
         """Augmenter for ``cfg``: skeleton, ``model.input_size`` and ``data.*`` ranges."""
         return cls(skeleton=cfg.skeleton, input_size=int(cfg.model.input_size),
                    scale_range=tuple(float(v) for v in cfg.data.scale_range),
                    rotation_deg=float(cfg.data.rotation_deg),
                    flip_probability=float(cfg.data.flip_probability),
                    augment=bool(augment), mask_factor=mask_factor,
-                   masks_on_grid=bool(masks_on_grid))
+                   masks_on_grid=bool(masks_on_grid), make_person_masks=bool(make_person_masks))
 
     @property
     def mask_size(self) -> Optional[int]:
@@ -273,7 +277,7 @@ def _jitter(aug: Augmenter, image: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
     colour = tf.linalg.inv(to_yiq) @ chroma @ to_yiq                 # column vectors: y = C x
     a = contrast * tf.transpose(colour)                               # row vectors: y = x A
     b = tf.linalg.matvec(colour, bias)
-    out = tf.einsum("hwc,cd->hwd", image, a) + b
+    out = tf.nn.bias_add(tf.einsum("hwc,cd->hwd", image, a), b)     # b along the channels
     return tf.clip_by_value(out, 0.0, 1.0)
 
 
@@ -344,7 +348,7 @@ def _augment(aug: Augmenter, example: Mapping[str, Any], seed: Any) -> dict[str,
     v = tf.where(inside, kp_in[..., 2], tf.zeros_like(kp_in[..., 2]))
     out["keypoints"] = tf.concat([xy, v[..., None]], axis=-1)
     out["num_people"] = t["num_people"]
-    if aug.mask_factor is not None:
+    if aug.mask_factor is not None and aug.make_person_masks:
         out["person_masks"] = person_masks(out["instance_map"], tf.shape(kp)[0],
                                            aug.mask_factor // grid)
     out["matrix"] = matrix

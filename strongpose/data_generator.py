@@ -6,34 +6,48 @@
     for images, targets in ds: ...        # images (B, S, S, 3) float32 0..255; targets: the
                                           # MAPS.md maps and *_weight, (B, h, w, C) float32
 
+    ds = make_dataset(cfg, "train2017", tfrecord_dir="tfrecords/train")      # TFRecord shards
+
 Two stages:
 
 1. :func:`prepare` (NumPy + pycocotools, once per annotation file, cached on disk): per
-   image a label PNG of 3 uint8 channels at the image's size (0: instance map, person j
-   as j + 1, later people drawn over earlier ones; 1: crowd mask; 2: unannotated mask,
-   i.e. people with a mask but no labelled keypoint and people beyond ``max_people``),
-   written only for images with any of these; and one ``people.npz`` holding every kept
-   image's id, file name, size and its annotated people (keypoints, has_mask) unpadded.
-   Images that are missing, unreadable (decoded once, whole) or of another size than the JSON says
-   are skipped with a warning and counted (``PreparedSet.skipped``). Cache layout::
+   image a one-channel label PNG at the image's size (:func:`label_layout`: person j's
+   mask as j + 1 in the low bits, later people drawn over earlier ones; a crowd bit; an
+   unannotated bit, i.e. people with a mask but no labelled keypoint and people beyond
+   ``max_people``), written only for images with any of these; and one ``people.npz``
+   holding every kept image's id, file name, size and its annotated people (keypoints,
+   has_mask) unpadded. Images that are missing, unreadable (decoded once, whole) or of
+   another size than the JSON says are skipped with a warning and counted
+   (``PreparedSet.skipped``). Cache layout::
 
-       cache_dir/<json stem>-<sha1 of JSON + image dir + P + K>/
+       cache_dir/<json stem>-<sha1 of JSON + image dir + P + K + version>/
            meta.json          source, counts, skipped files
            people.npz         image_ids, file_names, heights, widths, label (0/1),
                               starts, counts (rows of keypoints per image),
                               keypoints (N_people, K, 3) float32, has_mask (N_people,)
            labels/<image_id>.png
 
-2. :func:`make_dataset`: TensorFlow ops only (no ``py_function``): per epoch a stateless
-   permutation of the images (training), images without annotated people kept at
-   ``empty_image_rate``, then a deterministic parallel map (read + decode the image and
-   label PNG, pad people to P = ``codec.max_people``, :class:`Augmenter` with the stateless
-   seed ``(seed, epoch * N + position)``, :class:`TargetEncoder` on the example's people
-   present (:func:`present_people`: the padding rows add nothing but cost), batch,
-   prefetch. The same seed gives the same batches.
+   ``python -m strongpose.tfrecords`` writes the same into sharded TFRecords
+   (:mod:`strongpose.tfrecords`).
+
+2. :func:`make_dataset`: TensorFlow ops only (no ``py_function``). A source (the prepared
+   JSON set, or :class:`strongpose.tfrecords.TFRecordSource`) is a list of shards of
+   contiguous images (:func:`shard_starts`); :func:`epoch_examples` gives every epoch's
+   order from the shards alone, by index arithmetic (training: stateless shard
+   permutation, shards read in turn, stateless permutation of every run of
+   ``data.shuffle_buffer`` slots), so both sources give the same batches for the same
+   seed. Then images without annotated
+   people kept at ``empty_image_rate``, a deterministic parallel map
+   (:func:`example_pipeline`: decode the image and the label PNG, :class:`Augmenter`
+   with the stateless seed ``(seed, epoch * N + position)``, masks warped straight onto
+   the map grid and unpacked there, :class:`TargetEncoder` on the example's people
+   present (:func:`present_people`: the padding rows add nothing but cost)), batch,
+   prefetch.
 
 ``with_targets=False`` yields ``(images, inputs)`` instead, ``inputs`` being the MAPS.md
-"Targets input" with every mask at map size (factor 1), for encoding inside the train step.
+"Targets input" with every mask at map size (factor 1), for encoding inside the train step
+(:class:`TrainStepTargets`, which ``training.TrainingModel(target_encoder=...)`` calls on
+``y``; :func:`targets_in_train_step` says where ``train`` encodes by default).
 Person masks are always cut at ``mask_factor = output stride`` (the encoder reads only every
 s-th pixel, so the maps are the same as at full size, for 1/s^2 of the memory).
 """
@@ -55,13 +69,50 @@ if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
     from strongpose.config import Config
 
-CACHE_VERSION = 2                   # 2: images decoded whole at preparation
+CACHE_VERSION = 3                   # 2: images decoded whole at preparation; 3: packed labels
 DEFAULT_EMPTY_IMAGE_RATE = 0.1      # share of images without annotated people kept in training
 EVAL_SPLIT_WORDS = ("val", "test")
+IMAGES_PER_SHARD = 1024             # default shard size (TFRecords; the JSON path's order too)
 
 
 class DataError(ValueError):
     """A data set that cannot be used: empty, all images skipped, or refused."""
+
+
+# ------------------------------------------------------------------ label maps
+def label_layout(max_people: int) -> tuple[str, int, int]:
+    """(dtype, crowd bit, unannotated bit) of the one-channel label PNG for ``max_people``.
+
+    The label value of a pixel is ``instance | crowd << c | unannotated << u``, ``instance``
+    being person j's ``j + 1`` (0: none): uint8 with bits 6 and 7 up to 63 people, else
+    uint16 with bits 14 and 15. One channel decodes and warps at a third of three's cost.
+    """
+    if max_people < 64:
+        return "uint8", 6, 7
+    if max_people < 1 << 14:
+        return "uint16", 14, 15
+    raise ValueError(f"codec.max_people must be below {1 << 14}, got {max_people}")
+
+
+def pack_labels(instance: np.ndarray, crowd: np.ndarray, unannotated: np.ndarray,
+                max_people: int) -> np.ndarray:
+    """(H, W) instance ids and two 0/1 masks -> the (H, W) packed label map (NumPy)."""
+    dtype, c, u = label_layout(max_people)
+    packed = (instance.astype(np.uint32) | (crowd.astype(np.uint32) > 0) << c
+              | (unannotated.astype(np.uint32) > 0) << u)
+    return packed.astype(dtype)
+
+
+def unpack_labels(packed: "tf.Tensor", max_people: int
+                  ) -> tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]:
+    """Packed label map (any integer dtype) -> instance ids (int32), crowd, unannotated
+    (uint8 0/1); TensorFlow ops."""
+    import tensorflow as tf
+
+    _, c, u = label_layout(max_people)
+    x = tf.cast(packed, tf.int32)
+    bit = lambda b: tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, b), 1), tf.uint8)  # noqa: E731
+    return tf.bitwise.bitwise_and(x, (1 << c) - 1), bit(c), bit(u)
 
 
 @dataclass
@@ -175,13 +226,13 @@ def prepare(annotation_file: str | os.PathLike, image_dir: str | os.PathLike,
                 continue
             gt = coco.ground_truth(image_id, skeleton, max_people)
             n = gt.num_people
-            labels = np.zeros(gt.crowd_mask.shape + (3,), np.uint8)
+            instance = np.zeros(gt.crowd_mask.shape, np.uint32)
             for j in range(n):                            # later people over earlier ones
-                labels[..., 0][gt.person_masks[j] > 0] = j + 1
-            labels[..., 1], labels[..., 2] = gt.crowd_mask, gt.unannotated_mask
+                instance[gt.person_masks[j] > 0] = j + 1
+            labels = pack_labels(instance, gt.crowd_mask, gt.unannotated_mask, max_people)
             has_label = bool(labels.any())
             if has_label:
-                cv2.imwrite(str(tmp / "labels" / f"{int(image_id)}.png"), labels[..., ::-1])
+                cv2.imwrite(str(tmp / "labels" / f"{int(image_id)}.png"), labels)
             for key, value in (("image_ids", int(image_id)), ("file_names", info["file_name"]),
                                ("heights", gt.image_size[0]), ("widths", gt.image_size[1]),
                                ("label", has_label), ("counts", n)):
@@ -246,13 +297,141 @@ def present_people(inputs: dict) -> dict:
             "has_mask": inputs["has_mask"][:m]}
 
 
-def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
+def shard_starts(n_images: int, shards: Optional[int] = None) -> np.ndarray:
+    """(N + 1,) first image index of each of N shards (and n_images): contiguous runs in
+    file order, sizes differing by at most one. N defaults to ceil(n / IMAGES_PER_SHARD)."""
+    n = int(n_images)
+    count = max(1, -(-n // IMAGES_PER_SHARD)) if shards is None else int(shards)
+    if count < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    count = min(count, max(n, 1))
+    return (np.arange(count + 1, dtype=np.int64) * n) // count
+
+
+def _epoch_key(seed: int, epoch: "tf.Tensor") -> "tf.Tensor":
+    import tensorflow as tf
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def shard_order(n_shards: int, epoch: "tf.Tensor", *, seed: int, training: bool) -> "tf.Tensor":
+    """(N,) int64 shards in the order epoch ``epoch`` reads them: a stateless permutation
+    when training, else in file order."""
+    import tensorflow as tf
+
+    shards = tf.range(n_shards, dtype=tf.int64)
+    if not training:
+        return shards
+    return tf.random.experimental.stateless_shuffle(
+        shards, seed=tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), 1))
+
+
+def window_keys(n_images: int, epoch: "tf.Tensor", *, seed: int) -> "tf.Tensor":
+    """(n,) float64 sort keys of epoch ``epoch``'s stream slots in [0, 1): each run of
+    ``window`` slots is put in the order of its keys (stable argsort)."""
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform(
+        [n_images], tf.random.experimental.stateless_fold_in(_epoch_key(seed, epoch), 2),
+        dtype=tf.float64)
+
+
+def epoch_examples(starts: np.ndarray, counts: "tf.Tensor", epoch: "tf.Tensor", *, seed: int,
+                   training: bool, window: int, rate: float
+                   ) -> tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]:
+    """Epoch ``epoch`` of any source of shards ``starts`` (:func:`shard_starts`), as index
+    arithmetic (no image read): ``(order, position, keep)``, each (n,).
+
+    Training: the shards in :func:`shard_order`, read one after the other in file order,
+    then every run of ``window`` slots permuted by :func:`window_keys`; otherwise file
+    order. ``position = epoch * n + slot`` (the augmentation's seed); ``keep``: the image
+    has annotated people, or a stateless draw per slot below ``rate``. A TFRecord source
+    reads its records in the same order (:func:`windowed`), so both sources agree.
+    """
+    import tensorflow as tf
+
+    n_images = int(starts[-1])
+    bounds = tf.constant(starts, tf.int64)
+    shards = shard_order(len(starts) - 1, epoch, seed=seed, training=training)
+    order = tf.ragged.range(tf.gather(bounds, shards), tf.gather(bounds, shards + 1)).flat_values
+    if training:
+        slot = tf.range(n_images, dtype=tf.int64)
+        key = tf.cast(slot // window, tf.float64) + window_keys(n_images, epoch, seed=seed)
+        order = tf.gather(order, tf.argsort(key, stable=True))
+    position = tf.cast(epoch, tf.int64) * n_images + tf.range(n_images, dtype=tf.int64)
+    keep = tf.ones([n_images], tf.bool)
+    if rate < 1.0:
+        u = tf.random.stateless_uniform([n_images], tf.stack([tf.constant(seed + 7919, tf.int64),
+                                                              tf.cast(epoch, tf.int64)]))
+        keep = (tf.gather(counts, order) > 0) | (u < rate)
+    return order, position, keep
+
+
+def windowed(records: "tf.data.Dataset", n_images: int, epoch: "tf.Tensor", *, seed: int,
+             window: int) -> "tf.data.Dataset":
+    """A stream of one epoch's elements in shard order -> the training order of
+    :func:`epoch_examples` (each run of ``window`` permuted by :func:`window_keys`)."""
+    import tensorflow as tf
+
+    keys = window_keys(n_images, epoch, seed=seed)
+
+    def permute(w: tf.Tensor, block: Any) -> Any:
+        first = tf.nest.flatten(block)[0]
+        own = keys[w * window: w * window + tf.cast(tf.shape(first)[0], tf.int64)]
+        order = tf.argsort(own, stable=True)
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), block)
+
+    return records.batch(window).enumerate().map(permute).unbatch()
+
+
+class TrainStepTargets:
+    """Batched target encoding for the train step: ``(B, ...)`` target inputs -> targets.
+
+    With ``make_dataset(..., with_targets=False)`` the pipeline yields the MAPS.md target
+    inputs; the training model calls this on ``y`` in its loss (TensorFlow backend: the
+    encoder is TensorFlow ops), so the encoder runs on the accelerator and costs the host
+    nothing. Rows beyond the batch's largest ``num_people`` are cut first (they add nothing).
+    """
+
+    def __init__(self, encoder: Any, map_size: tuple[int, int]) -> None:
+        self.encoder = encoder
+        self.map_size = (int(map_size[0]), int(map_size[1]))
+
+    @classmethod
+    def from_config(cls, cfg: "Config") -> "TrainStepTargets":
+        """For ``cfg``'s training stride and ``model.input_size``."""
+        from strongpose.targets import TargetEncoder
+        encoder = TargetEncoder.from_config(cfg)
+        size = int(cfg.model.input_size)
+        return cls(encoder, encoder.map_size_for((size, size)))
+
+    def __call__(self, inputs: dict) -> dict:
+        import tensorflow as tf
+
+        m = tf.maximum(tf.reduce_max(tf.cast(inputs["num_people"], tf.int32)), 1)
+        cut = {**inputs, "keypoints": inputs["keypoints"][:, :m],
+               "person_masks": inputs["person_masks"][:, :m], "has_mask": inputs["has_mask"][:, :m]}
+        return self.encoder(cut, self.map_size)
+
+
+def targets_in_train_step() -> bool:
+    """Where the targets are encoded by default: in the train step where that takes work
+    off the host (TensorFlow backend with a GPU), else in the pipeline (the JAX backend
+    cannot run the TensorFlow encoder in its step; on a CPU alone both places cost the same
+    cores, and the pipeline's per-image encoding of the people present is the cheaper)."""
+    import keras
+    import tensorflow as tf
+
+    return keras.backend.backend() == "tensorflow" and bool(tf.config.list_logical_devices("GPU"))
+
+
+def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.PathLike] = None,
                  image_dir: Optional[str | os.PathLike] = None,
                  cache_dir: Optional[str | os.PathLike] = None, *, training: bool = True,
                  seed: int = 0, batch_size: Optional[int] = None, augment: bool = True,
                  with_targets: bool = True, empty_image_rate: Optional[float] = None,
                  allow_eval_split: bool = False, progress: bool = True,
-                 prepared: Optional[PreparedSet] = None) -> "tf.data.Dataset":
+                 prepared: Optional[PreparedSet] = None,
+                 tfrecord_dir: Optional[str | os.PathLike] = None) -> "tf.data.Dataset":
     """Batches ``(images, targets)`` of a COCO keypoints split (see the module docstring).
 
     Args:
@@ -271,85 +450,71 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
             0.1 when training (not a config key yet), 1 otherwise.
         allow_eval_split: train on a split whose name holds "val" or "test".
         prepared: an already prepared set (skips :func:`prepare`).
+        tfrecord_dir: read the shards that ``python -m strongpose.tfrecords`` wrote there
+            instead of the JSON and images (default ``cfg.data.tfrecord_dir``; the split
+            argument then only names the split, for the val/test refusal). The same
+            batches as the JSON path for the same seed (when converted with the default
+            ``--shards``).
     """
     import tensorflow as tf
-    from strongpose.augment import Augmenter
-    from strongpose.targets import TargetEncoder
 
-    name, ann, images = resolve_split(cfg, split_or_annotation_file, image_dir)
-    if training and not allow_eval_split and any(w in name.lower() for w in EVAL_SPLIT_WORDS):
+    tfrecord_dir = tfrecord_dir if tfrecord_dir is not None else cfg.data.tfrecord_dir
+    if tfrecord_dir is not None and prepared is None:
+        from strongpose.tfrecords import TFRecordSource
+        source: Any = TFRecordSource(tfrecord_dir)
+        name = Path(str(split_or_annotation_file)).stem if split_or_annotation_file else source.split
+        ann = source.root
+    else:
+        if split_or_annotation_file is None:
+            raise ValueError("make_dataset: give a split or an annotation file (or a tfrecord_dir)")
+        name, ann, images = resolve_split(cfg, split_or_annotation_file, image_dir)
+        source = None
+    names = name.lower() + ("|" + source.split.lower() if source is not None else "")
+    if training and not allow_eval_split and any(w in names for w in EVAL_SPLIT_WORDS):
         raise DataError(f"make_dataset: refusing to train on {name!r} (an evaluation split); "
                         "pass allow_eval_split=True if that is meant")
-    if prepared is None:
+    if source is None and prepared is None:
         if cache_dir is None:
             cache_dir = Path(cfg.train.output_dir) / "data_cache"
         prepared = prepare(ann, images, cache_dir, skeleton=cfg.skeleton,
                            max_people=int(cfg.codec.max_people), progress=progress)
+    counts_np = source.counts if source is not None else prepared.counts
     rate = (DEFAULT_EMPTY_IMAGE_RATE if training else 1.0) if empty_image_rate is None \
         else float(empty_image_rate)
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"make_dataset: empty_image_rate must be in [0, 1], got {rate}")
-    if training and rate == 0.0 and not np.any(prepared.counts > 0):
+    if training and rate == 0.0 and not np.any(counts_np > 0):
         raise DataError(f"{ann}: no image holds an annotated person (and empty_image_rate is 0)")
     batch = int(batch_size if batch_size is not None else cfg.train.batch_size)
     if batch < 1:
         raise ValueError(f"make_dataset: batch_size must be >= 1, got {batch}")
 
-    stride = int(cfg.model.output_stride)
-    size = int(cfg.model.input_size)
-    augmenter = Augmenter.from_config(cfg, augment=augment, mask_factor=stride, masks_on_grid=True)
-    encoder = TargetEncoder.from_config(cfg)
-    map_size = encoder.map_size_for((size, size))
-    p, k = int(cfg.codec.max_people), cfg.skeleton.num_keypoints
-    n_images = len(prepared)
-
-    image_paths = tf.constant([str(images / f) for f in prepared.file_names])
-    label_paths = tf.constant([str(prepared.label_path(i)) if lab else ""
-                               for i, lab in zip(prepared.image_ids, prepared.label)])
-    hw = tf.constant(np.stack([prepared.heights, prepared.widths], -1), tf.int32)
-    starts = tf.constant(prepared.starts, tf.int64)
-    counts = tf.constant(prepared.counts, tf.int32)
-    kp_all = tf.constant(np.concatenate([prepared.keypoints, np.zeros((1, k, 3), np.float32)]))
-    hm_all = tf.constant(np.concatenate([prepared.has_mask, np.zeros((1,), bool)]))
-    ids = tf.constant(prepared.image_ids, tf.int64)
+    p = int(cfg.codec.max_people)
+    if source is not None:
+        source.check(p, cfg.skeleton.num_keypoints)
+        n_images, starts_np = len(source), source.shard_starts
+    else:
+        n_images, starts_np = len(prepared), shard_starts(len(prepared))
+        to_raw = _json_reader(prepared, images, p)
+    example_fn = example_pipeline(cfg, augment=augment, with_targets=with_targets)
+    window = max(1, int(cfg.data.shuffle_buffer))
+    counts = tf.constant(counts_np, tf.int32)
 
     def epoch(e: tf.Tensor) -> tf.data.Dataset:
-        order = tf.range(n_images, dtype=tf.int64)
+        order, position, keep = epoch_examples(starts_np, counts, e, seed=seed,
+                                               training=training, window=window, rate=rate)
+        if source is None:
+            return tf.data.Dataset.from_tensor_slices(
+                (tf.boolean_mask(order, keep), tf.boolean_mask(position, keep)))
+        records = source.records(shard_order(len(starts_np) - 1, e, seed=seed, training=training))
         if training:
-            order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([tf.constant(seed, tf.int64), e]))
-        position = e * n_images + tf.range(n_images, dtype=tf.int64)
-        ds = tf.data.Dataset.from_tensor_slices((order, position))
-        if rate < 1.0:
-            def keep(i, pos):
-                u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 7919, tf.int64), pos]))
-                return (tf.gather(counts, i) > 0) | (u < rate)
-            ds = ds.filter(keep)
-        return ds
+            records = windowed(records, n_images, e, seed=seed, window=window)
+        ds = tf.data.Dataset.zip((records, tf.data.Dataset.from_tensor_slices((position, keep))))
+        return ds.filter(lambda r, pk: pk[1]).map(lambda r, pk: (r, pk[0]))
 
-    def load(i: tf.Tensor, pos: tf.Tensor) -> dict[str, tf.Tensor]:
-        image = tf.io.decode_image(tf.io.read_file(tf.gather(image_paths, i)), channels=3,
-                                   expand_animations=False)
-        shape = tf.gather(hw, i)
-        label_path = tf.gather(label_paths, i)
-        labels = tf.cond(tf.strings.length(label_path) > 0,
-                         lambda: tf.io.decode_png(tf.io.read_file(label_path), channels=3),
-                         lambda: tf.zeros(tf.concat([shape, [3]], 0), tf.uint8))
-        n = tf.minimum(tf.gather(counts, i), p)
-        rows = tf.gather(starts, i) + tf.range(p, dtype=tf.int64)
-        rows = tf.where(tf.range(p) < n, rows, tf.cast(tf.shape(kp_all)[0] - 1, tf.int64))
-        example = {"image": image, "instance_map": labels[..., 0], "crowd_mask": labels[..., 1],
-                   "unannotated_mask": labels[..., 2],
-                   "keypoints": tf.ensure_shape(tf.gather(kp_all, rows), [p, k, 3]),
-                   "num_people": n, "has_mask": tf.ensure_shape(tf.gather(hm_all, rows), [p]),
-                   "image_id": tf.gather(ids, i)}
-        out = augmenter(example, tf.stack([tf.constant(seed, tf.int64), pos]))
-        inputs = {"keypoints": out["keypoints"], "num_people": out["num_people"],
-                  "person_masks": out["person_masks"], "has_mask": out["has_mask"],
-                  "crowd_mask": out["crowd_mask"], "unannotated_mask": out["unannotated_mask"]}
-        if with_targets:
-            return out["image"], encoder(present_people(inputs), map_size)
-        return out["image"], inputs
+    def load(element: tf.Tensor, pos: tf.Tensor):
+        raw = source.parse(element) if source is not None else to_raw(element)
+        return example_fn(raw, tf.stack([tf.constant(seed, tf.int64), pos]))
 
     epochs = tf.data.Dataset.range(tf.int64.max if training else 1)
     ds = epochs.flat_map(epoch)
@@ -357,3 +522,75 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
     ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _json_reader(prepared: PreparedSet, images: Path, max_people: int):
+    """``to_raw(i)``: image ``i`` of a prepared JSON set read into a raw example (see
+    :func:`example_pipeline`)."""
+    import tensorflow as tf
+
+    k = prepared.keypoints.shape[1]
+    image_paths = tf.constant([str(images / f) for f in prepared.file_names])
+    label_paths = tf.constant([str(prepared.label_path(i)) if lab else ""
+                               for i, lab in zip(prepared.image_ids, prepared.label)])
+    hw = tf.constant(np.stack([prepared.heights, prepared.widths], -1), tf.int32)
+    first = tf.constant(prepared.starts, tf.int64)
+    counts = tf.constant(prepared.counts, tf.int32)
+    kp_all = tf.constant(np.concatenate([prepared.keypoints, np.zeros((1, k, 3), np.float32)]))
+    hm_all = tf.constant(np.concatenate([prepared.has_mask, np.zeros((1,), bool)]))
+    ids = tf.constant(prepared.image_ids, tf.int64)
+
+    def to_raw(i: tf.Tensor) -> dict[str, tf.Tensor]:
+        label_path = tf.gather(label_paths, i)
+        n = tf.minimum(tf.gather(counts, i), max_people)
+        rows = tf.gather(first, i) + tf.range(max_people, dtype=tf.int64)
+        rows = tf.where(tf.range(max_people) < n, rows, tf.cast(tf.shape(kp_all)[0] - 1, tf.int64))
+        return {"image": tf.io.read_file(tf.gather(image_paths, i)),
+                "label": tf.cond(tf.strings.length(label_path) > 0,
+                                 lambda: tf.io.read_file(label_path), lambda: tf.constant(b"")),
+                "size": tf.gather(hw, i), "num_people": n,
+                "keypoints": tf.ensure_shape(tf.gather(kp_all, rows), [max_people, k, 3]),
+                "has_mask": tf.ensure_shape(tf.gather(hm_all, rows), [max_people]),
+                "image_id": tf.gather(ids, i)}
+
+    return to_raw
+
+
+def example_pipeline(cfg: "Config", *, augment: bool = True, with_targets: bool = True):
+    """``fn(raw, seed) -> (image, targets or target inputs)`` for one example (TF ops).
+
+    ``raw``: ``image`` (encoded bytes), ``label`` (packed label PNG bytes, or empty: no
+    label), ``size`` (H, W) int32, ``keypoints`` (P, K, 3), ``num_people``, ``has_mask``
+    (P,), ``image_id``. Decodes, augments (:class:`Augmenter`, masks warped straight onto
+    the map grid) and, ``with_targets``, encodes the people present.
+    """
+    import tensorflow as tf
+    from strongpose.augment import Augmenter, person_masks
+    from strongpose.targets import TargetEncoder
+
+    stride = int(cfg.model.output_stride)
+    size = int(cfg.model.input_size)
+    p = int(cfg.codec.max_people)
+    label_dtype = tf.as_dtype(label_layout(p)[0])
+    augmenter = Augmenter.from_config(cfg, augment=augment, mask_factor=stride,
+                                      masks_on_grid=True, make_person_masks=False)
+    encoder = TargetEncoder.from_config(cfg)
+    map_size = encoder.map_size_for((size, size))
+
+    def fn(raw: dict[str, tf.Tensor], seed: tf.Tensor):
+        image = tf.io.decode_image(raw["image"], channels=3, expand_animations=False)
+        labels = tf.cond(tf.strings.length(raw["label"]) > 0,
+                         lambda: tf.io.decode_png(raw["label"], channels=1, dtype=label_dtype)[..., 0],
+                         lambda: tf.zeros(raw["size"], label_dtype))
+        example = {"image": image, "instance_map": labels, "keypoints": raw["keypoints"],
+                   "num_people": raw["num_people"]}
+        out = augmenter(example, seed)
+        instance, crowd, unannotated = unpack_labels(out["instance_map"], p)
+        inputs = {"keypoints": out["keypoints"], "num_people": out["num_people"],
+                  "person_masks": person_masks(instance, p), "has_mask": raw["has_mask"],
+                  "crowd_mask": crowd, "unannotated_mask": unannotated}
+        if with_targets:
+            return out["image"], encoder(present_people(inputs), map_size)
+        return out["image"], inputs
+
+    return fn

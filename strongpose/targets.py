@@ -7,7 +7,7 @@ quantity is computed for all cells, people and keypoint types at once.
     encoder = TargetEncoder.from_config(cfg)
     maps = encoder(inputs, map_size=(51, 51))   # inputs: MAPS.md "Targets input"
 
-The largest intermediate is the squared-distance tensor ``(B, h, w, P, K)`` between
+The largest intermediate is the squared-distance tensor between
 every map cell and every keypoint (and a ``(B, h, w, P, E)`` one for limb segments).
 """
 
@@ -189,24 +189,22 @@ def _sample_mask(mask: tf.Tensor, h: int, w: int, key: str) -> tf.Tensor:
 
 
 # ---------------------------------------------------------------------- encoding
-def _gather_people(table: tf.Tensor, person: tf.Tensor, types: tf.Tensor) -> tf.Tensor:
-    """``table[b, person[b, i, j, n], types[n], :]`` -> ``(B, h, w, N, C)``.
+def _gather_rows(table: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """``table[b, index[b, ...]]``: table (B, N, ...), index (B, ...) int32 -> (B, ..., ...)."""
+    shape = tf.shape(index)
+    flat = tf.gather(table, tf.reshape(index, [shape[0], -1]), batch_dims=1)
+    return tf.reshape(flat, tf.concat([shape, tf.shape(table)[2:]], axis=0))
 
-    table: (B, P, K, C); person: (B, h, w, N) int32; types: (N,) int32.
+
+def _masked(cond: tf.Tensor, vec: tf.Tensor) -> tf.Tensor:
+    """(..., N, 2) vectors where ``cond`` (..., N), else 0; flattened to (..., 2N) (dx, dy).
+
+    A product with the 0/1 mask, repeated per component (no broadcast ``tf.where``: the
+    slowest op of the encoder). The vectors are finite, so the values are those of a select.
     """
-    shape = tf.shape(table)
-    b, k, c = shape[0], shape[2], shape[3]
-    flat = tf.reshape(table, [b, -1, c])
-    index = tf.reshape(person * k + types, [b, -1])
-    out = tf.gather(flat, index, batch_dims=1)
-    return tf.reshape(out, tf.concat([tf.shape(person), [c]], axis=0))
-
-
-def _where(cond: tf.Tensor, vec: tf.Tensor) -> tf.Tensor:
-    """(..., N, 2) vectors where ``cond`` (..., N), else 0; flattened to (..., 2N) (dx, dy)."""
-    vec = tf.where(cond[..., None], vec, tf.zeros_like(vec))
     shape = tf.shape(vec)
-    return tf.reshape(vec, tf.concat([shape[:-2], [shape[-2] * 2]], axis=0))
+    flat = tf.concat([shape[:-2], [shape[-2] * 2]], axis=0)
+    return tf.reshape(vec, flat) * tf.repeat(tf.cast(cond, tf.float32), 2, axis=-1)
 
 
 def _limb_bodies(xy: tf.Tensor, labelled: tf.Tensor, d2: tf.Tensor, gx: tf.Tensor,
@@ -214,10 +212,10 @@ def _limb_bodies(xy: tf.Tensor, labelled: tf.Tensor, d2: tf.Tensor, gx: tf.Tenso
     """Bodies drawn from keypoints: limbs and keypoint disks of radius limb_radius.
 
     xy: (B, P, K, 2) with unlabelled points moved far away; labelled: (B, P, K);
-    d2: (B, h, w, P, K) squared cell-keypoint distances. Returns bool (B, h, w, P).
+    d2: (B, h, w, K, P) squared cell-keypoint distances. Returns bool (B, h, w, P).
     """
     r2 = limb_radius * limb_radius
-    near_kp = tf.reduce_min(d2, axis=4) <= r2
+    near_kp = tf.reduce_min(d2, axis=3) <= r2
     if skeleton.num_edges == 0:
         return near_kp
     ea = tf.constant([a for a, _ in skeleton.edges], tf.int32)
@@ -245,43 +243,48 @@ def _encode_batch(x: Mapping[str, tf.Tensor], *, skeleton: Skeleton, stride: flo
     """The encoder proper on batched, checked inputs."""
     k_count = skeleton.num_keypoints
     kp = x["keypoints"]
-    p_count = tf.shape(kp)[1]
+    batch_size, p_count = tf.shape(kp)[0], tf.shape(kp)[1]
     valid = tf.range(p_count)[None, :] < x["num_people"][:, None]               # (B, P)
     labelled = (kp[..., 2] > 0) & valid[:, :, None]                              # (B, P, K)
     xy = tf.where(labelled[..., None], kp[..., :2], tf.fill(tf.shape(kp[..., :2]), _FAR))
-    table = tf.concat([xy, tf.cast(labelled, tf.float32)[..., None]], axis=-1)   # (B, P, K, 3)
+    xy_flat = tf.reshape(xy, [batch_size, -1, 2])                                # (B, P*K, 2)
+    labelled_flat = tf.reshape(labelled, [batch_size, -1])                       # (B, P*K)
 
     gx = tf.range(w, dtype=tf.float32) * stride
     gy = tf.range(h, dtype=tf.float32) * stride
     cell = tf.stack(tf.meshgrid(gx, gy), axis=-1)[None, :, :, None, :]            # (1, h, w, 1, 2)
 
-    # Squared distance of every cell to every keypoint: (B, h, w, P, K), separable.
-    dx2 = tf.square(gx[None, :, None, None] - xy[:, None, :, :, 0])            # (B, w, P, K)
-    dy2 = tf.square(gy[None, :, None, None] - xy[:, None, :, :, 1])            # (B, h, P, K)
+    # Squared distance of every cell to every keypoint, separable, people last (the
+    # reductions over people run along the innermost axis): (B, h, w, K, P).
+    xt = tf.transpose(xy, [0, 2, 1, 3])                                          # (B, K, P, 2)
+    dx2 = tf.square(gx[None, :, None, None] - xt[:, None, :, :, 0])            # (B, w, K, P)
+    dy2 = tf.square(gy[None, :, None, None] - xt[:, None, :, :, 1])            # (B, h, K, P)
     d2 = dy2[:, :, None] + dx2[:, None]
 
     # Keypoint disks and short-range offsets to the nearest keypoint of each type.
-    nearest = tf.argmin(d2, axis=3, output_type=tf.int32)                        # (B, h, w, K)
-    disk = tf.reduce_min(d2, axis=3) <= disk_radius * disk_radius                # (B, h, w, K)
+    nearest = tf.argmin(d2, axis=4, output_type=tf.int32)                        # (B, h, w, K)
+    disk = tf.reduce_min(d2, axis=4) <= disk_radius * disk_radius                # (B, h, w, K)
     types = tf.range(k_count, dtype=tf.int32)
-    short_pt = _gather_people(table, nearest, types)                              # (B, h, w, K, 3)
-    short = _where(disk, short_pt[..., :2] - cell)
+    short = _masked(disk, _gather_rows(xy_flat, nearest * k_count + types) - cell)
 
     # Mid-range: directed edge (a, b) at a's disk, to the same person's b.
     dir_edges = skeleton.directed_edges
     if dir_edges:
         ea = tf.constant([a for a, _ in dir_edges], tf.int32)
         eb = tf.constant([b for _, b in dir_edges], tf.int32)
-        mid_pt = _gather_people(table, tf.gather(nearest, ea, axis=-1), eb)      # (B, h, w, 2E, 3)
-        mid_w = tf.gather(disk, ea, axis=-1) & (mid_pt[..., 2] > 0)
-        mid = _where(mid_w, mid_pt[..., :2] - cell)
+        mid_index = tf.gather(nearest, ea, axis=-1) * k_count + eb               # (B, h, w, 2E)
+        mid_w = tf.gather(disk, ea, axis=-1) & _gather_rows(labelled_flat, mid_index)
+        mid = _masked(mid_w, _gather_rows(xy_flat, mid_index) - cell)
     else:
         zeros = tf.zeros_like(disk[..., :0], tf.float32)
         mid_w, mid = tf.cast(zeros, tf.bool), zeros
 
     # Bodies: masks where the person has one, else limbs and keypoint disks.
     masks = tf.transpose(_sample_mask(x["person_masks"], h, w, "person_masks"), [0, 2, 3, 1])
-    drawn = _limb_bodies(xy, labelled, d2, gx, gy, skeleton, limb_radius)        # (B, h, w, P)
+    # Limbs only where a person present has no mask (COCO: rarely): the rest never read them.
+    drawn = tf.cond(tf.reduce_any(valid & ~x["has_mask"]),
+                    lambda: _limb_bodies(xy, labelled, d2, gx, gy, skeleton, limb_radius),
+                    lambda: tf.zeros_like(masks))                                # (B, h, w, P)
     person_body = tf.where(x["has_mask"][:, None, None, :], masks, drawn) & valid[:, None, None, :]
     unannotated = _sample_mask(x["unannotated_mask"], h, w, "unannotated_mask")  # (B, h, w)
     crowd = _sample_mask(x["crowd_mask"], h, w, "crowd_mask")
@@ -292,10 +295,8 @@ def _encode_batch(x: Mapping[str, tf.Tensor], *, skeleton: Skeleton, stride: flo
     count = tf.reduce_sum(tf.cast(person_body, tf.int32), axis=-1) + tf.cast(unannotated, tf.int32)
     one_owner = (count == 1) & annotated
     owner = tf.argmax(tf.cast(person_body, tf.int32), axis=-1, output_type=tf.int32)
-    owner_k = tf.tile(owner[..., None], [1, 1, 1, k_count])
-    long_pt = _gather_people(table, owner_k, types)
-    long_w = one_owner[..., None] & (long_pt[..., 2] > 0)
-    long = _where(long_w, long_pt[..., :2] - cell)
+    long_w = one_owner[..., None] & _gather_rows(labelled, owner)                # (B, h, w, K)
+    long = _masked(long_w, _gather_rows(xy, owner) - cell)
 
     ignore = (crowd | unannotated)[..., None]
     f32 = lambda t: tf.cast(t, tf.float32)  # noqa: E731

@@ -127,10 +127,12 @@ class TrainingModel(keras.Model):
     one ``Mean`` metric per term, so ``fit``'s logs and bar show every term.
     """
 
-    def __init__(self, network: keras.Model, loss: StrongPoseLoss, **kwargs: Any) -> None:
+    def __init__(self, network: keras.Model, loss: StrongPoseLoss, target_encoder: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.network = network
         self.pose_loss = loss
+        self.target_encoder = target_encoder  # y = target inputs -> targets in the step
         self.term_names = self._term_names(network)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.term_names}
 
@@ -149,6 +151,8 @@ class TrainingModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         batch = ops.shape(x)[0]
+        if self.target_encoder is not None:  # data_generator.TrainStepTargets
+            y = self.target_encoder(y)
         losses = self.pose_loss(y, y_pred, batch)
         for name, tracker in self.trackers.items():
             tracker.update_state(losses[name])
@@ -311,10 +315,12 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
     from strongpose.model import build_model
 
     keras.utils.set_random_seed(seed)
+    from strongpose.data_generator import TrainStepTargets, targets_in_train_step
+    in_step = dataset is None and targets_in_train_step()
     if dataset is None:
         dataset = make_dataset(cfg, split or cfg.data.train_split, image_dir,
                                out / "data_cache", training=True, seed=seed + resume_epoch,
-                               progress=verbose not in (0, "0"))
+                               progress=verbose not in (0, "0"), with_targets=not in_step)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
 
     previous_policy = keras.mixed_precision.global_policy()
@@ -322,7 +328,8 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         network = build_model(cfg, training_outputs=True)
-        model = TrainingModel(network, StrongPoseLoss.from_config(cfg), name="strongpose_training")
+        model = TrainingModel(network, StrongPoseLoss.from_config(cfg), name="strongpose_training",
+                              target_encoder=TrainStepTargets.from_config(cfg) if in_step else None)
         compile_model(model, build_optimizer(cfg))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
