@@ -246,13 +246,38 @@ def present_people(inputs: dict) -> dict:
             "has_mask": inputs["has_mask"][:m]}
 
 
+def _stream_start(start: int, n_images: int, rate: float, epoch_indices: Any) -> tuple[int, int]:
+    """(first epoch, examples to drop from it) to begin the stream at example ``start``:
+    arithmetic when every image is kept, else ``epoch_indices``' sizes counted in chunks of
+    epochs (index arithmetic only: no image is read)."""
+    import tensorflow as tf
+    if start < 0:
+        raise ValueError(f"make_dataset: start must be >= 0, got {start}")
+    if start == 0 or rate >= 1.0:
+        return divmod(start, n_images)
+    chunk = max(1, min(1024, (1 << 20) // n_images))     # epochs counted per call
+
+    @tf.function
+    def kept(e0):
+        return tf.map_fn(lambda e: tf.size(epoch_indices(e)[0], out_type=tf.int64),
+                         e0 + tf.range(chunk, dtype=tf.int64), fn_output_signature=tf.int64)
+
+    e0 = 0
+    while True:
+        total = np.cumsum(kept(tf.constant(e0, tf.int64)).numpy())
+        j = int(np.searchsorted(total, start, side="right"))   # first epoch ending past start
+        if j < chunk:
+            return e0 + j, start - (int(total[j - 1]) if j else 0)
+        start, e0 = start - int(total[-1]), e0 + chunk
+
+
 def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
                  image_dir: Optional[str | os.PathLike] = None,
                  cache_dir: Optional[str | os.PathLike] = None, *, training: bool = True,
                  seed: int = 0, batch_size: Optional[int] = None, augment: bool = True,
                  with_targets: bool = True, empty_image_rate: Optional[float] = None,
                  allow_eval_split: bool = False, progress: bool = True,
-                 prepared: Optional[PreparedSet] = None) -> "tf.data.Dataset":
+                 prepared: Optional[PreparedSet] = None, start: int = 0) -> "tf.data.Dataset":
     """Batches ``(images, targets)`` of a COCO keypoints split (see the module docstring).
 
     Args:
@@ -271,6 +296,8 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
             0.1 when training (not a config key yet), 1 otherwise.
         allow_eval_split: train on a split whose name holds "val" or "test".
         prepared: an already prepared set (skips :func:`prepare`).
+        start: begin at this example of the stream (a resumed run: steps done x batch
+            size), found by counting per epoch, without reading the skipped examples.
     """
     import tensorflow as tf
     from strongpose.augment import Augmenter
@@ -313,19 +340,25 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
     hm_all = tf.constant(np.concatenate([prepared.has_mask, np.zeros((1,), bool)]))
     ids = tf.constant(prepared.image_ids, tf.int64)
 
-    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+    def epoch_indices(e: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(image index, stream position) of epoch ``e``'s examples, in order."""
         order = tf.range(n_images, dtype=tf.int64)
         if training:
             order = tf.random.experimental.stateless_shuffle(
                 order, seed=tf.stack([tf.constant(seed, tf.int64), e]))
         position = e * n_images + tf.range(n_images, dtype=tf.int64)
-        ds = tf.data.Dataset.from_tensor_slices((order, position))
-        if rate < 1.0:
-            def keep(i, pos):
-                u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 7919, tf.int64), pos]))
-                return (tf.gather(counts, i) > 0) | (u < rate)
-            ds = ds.filter(keep)
-        return ds
+        if rate < 1.0:   # one draw per slot: images without people kept at `rate`
+            u = tf.random.stateless_uniform([n_images], tf.stack([tf.constant(seed + 7919, tf.int64), e]))
+            keep = (tf.gather(counts, order) > 0) | (u < rate)
+            order, position = tf.boolean_mask(order, keep), tf.boolean_mask(position, keep)
+        return order, position
+
+    first_epoch, skip = _stream_start(int(start), n_images, rate, epoch_indices)
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        order, position = epoch_indices(e)
+        s = tf.where(e == first_epoch, tf.constant(skip, tf.int64), 0)   # resumed mid-epoch
+        return tf.data.Dataset.from_tensor_slices((order[s:], position[s:]))
 
     def load(i: tf.Tensor, pos: tf.Tensor) -> dict[str, tf.Tensor]:
         image = tf.io.decode_image(tf.io.read_file(tf.gather(image_paths, i)), channels=3,
@@ -351,7 +384,7 @@ def make_dataset(cfg: "Config", split_or_annotation_file: str | os.PathLike,
             return out["image"], encoder(present_people(inputs), map_size)
         return out["image"], inputs
 
-    epochs = tf.data.Dataset.range(tf.int64.max if training else 1)
+    epochs = tf.data.Dataset.range(first_epoch, tf.int64.max if training else 1)
     ds = epochs.flat_map(epoch)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE,
