@@ -117,6 +117,7 @@ class TrainConfig:
     mixed_precision: bool = False
     log_every: int = 100
     checkpoint_every: int = 5000
+    keep_checkpoints: int = 2         # newest checkpoints kept in <output_dir>/checkpoints
     output_dir: str = "runs/default"
 
 
@@ -218,6 +219,7 @@ def validate(cfg: Config) -> None:
     _check(t.learning_rate > 0, "train.learning_rate", "must be > 0")
     _check(t.steps >= 1, "train.steps", "must be >= 1")
     _check(0 <= t.polyak_decay < 1, "train.polyak_decay", "must be in [0, 1)")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
 
 
 # ------------------------------------------------------------------ construction
