@@ -6,12 +6,14 @@
     python train.py --config strongpose --data coco2017 runs/big train.batch_size=4
 
 DATA holds ``annotations/person_keypoints_<split>.json`` and ``<split>/`` images (COCO
-layout; ``data.coco_root``). OUTPUT_DIR gets ``config.yaml``, ``log.csv``, ``backup/``
-(resume state, one per ``train.checkpoint_every`` steps), ``data_cache/`` and, at the end,
-``model.weights.h5`` (EMA weights when ``train.polyak_decay > 0``); with a validation split
-(``data.val_split``, ``train.eval_images`` > 0): COCO AP every ``train.eval_every`` steps and
-at the end (printed), ``best.weights.h5`` (best AP) and ``tensorboard/``. Running again with
-the same OUTPUT_DIR continues from the last backup (``train.steps`` may be raised).
+layout; ``data.coco_root``). OUTPUT_DIR gets ``config.yaml``, ``log.csv``, ``checkpoints/``
+(every ``train.checkpoint_every`` steps, at the end and on Ctrl-C/SIGTERM; the newest
+``train.keep_checkpoints`` kept), ``data_cache/`` and, at the end, ``model.weights.h5`` (EMA
+weights when ``train.polyak_decay > 0``); with a validation split (``data.val_split``,
+``train.eval_images`` > 0): COCO AP every ``train.eval_every`` steps and at the end (printed),
+``best.weights.h5`` (best AP) and ``tensorboard/``. Running again with the same OUTPUT_DIR
+continues from the latest checkpoint with the same batches as an unbroken run
+(``train.steps`` may be raised).
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = load_config(args.config, overrides)   # bad config: one line, before TensorFlow
 
     cli.import_tensorflow()
-    from strongpose.training import train
-    result = train(cfg, args.output_dir, image_dir=args.image_dir, seed=args.seed,
-                   verbose=2 if args.quiet else "auto")
+    from strongpose.training import TrainingInterrupted, train
+    try:
+        result = train(cfg, args.output_dir, image_dir=args.image_dir, seed=args.seed,
+                       verbose=2 if args.quiet else "auto")
+    except TrainingInterrupted as exc:        # checkpointed: say where, and how to go on
+        print(f"train.py: {exc}", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
     speed = f", {result.images_per_second:.1f} images/s" if result.images_per_second else ""
     print(f"train.py: {result.steps} steps (from {result.initial_step}){speed}; "
           f"weights: {result.weights_path}", file=sys.stderr)

@@ -120,6 +120,7 @@ class TrainConfig:
     eval_every: int = 5000            # steps between validation AP runs (0: only at the end)
     eval_images: int = 500            # first N images of data.val_split scored (0: no validation)
     tensorboard: bool = True          # scalars every log_every steps, images at each evaluation
+    keep_checkpoints: int = 2         # newest checkpoints kept in <output_dir>/checkpoints
     output_dir: str = "runs/default"
 
 
@@ -223,6 +224,7 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.polyak_decay < 1, "train.polyak_decay", "must be in [0, 1)")
     _check(t.eval_every >= 0, "train.eval_every", "must be >= 0")
     _check(t.eval_images >= 0, "train.eval_images", "must be >= 0")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
 
 
 # ------------------------------------------------------------------ construction

@@ -424,6 +424,31 @@ def targets_in_train_step() -> bool:
     return keras.backend.backend() == "tensorflow" and bool(tf.config.list_logical_devices("GPU"))
 
 
+def _stream_start(start: int, n_images: int, rate: float, epoch_indices: Any) -> tuple[int, int]:
+    """(first epoch, examples to drop from it) to begin the stream at example ``start``:
+    arithmetic when every image is kept, else ``epoch_indices``' sizes counted in chunks of
+    epochs (index arithmetic only: no image is read)."""
+    import tensorflow as tf
+    if start < 0:
+        raise ValueError(f"make_dataset: start must be >= 0, got {start}")
+    if start == 0 or rate >= 1.0:
+        return divmod(start, n_images)
+    chunk = max(1, min(1024, (1 << 20) // n_images))     # epochs counted per call
+
+    @tf.function
+    def kept(e0):
+        return tf.map_fn(lambda e: tf.size(epoch_indices(e)[0], out_type=tf.int64),
+                         e0 + tf.range(chunk, dtype=tf.int64), fn_output_signature=tf.int64)
+
+    e0 = 0
+    while True:
+        total = np.cumsum(kept(tf.constant(e0, tf.int64)).numpy())
+        j = int(np.searchsorted(total, start, side="right"))   # first epoch ending past start
+        if j < chunk:
+            return e0 + j, start - (int(total[j - 1]) if j else 0)
+        start, e0 = start - int(total[-1]), e0 + chunk
+
+
 def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.PathLike] = None,
                  image_dir: Optional[str | os.PathLike] = None,
                  cache_dir: Optional[str | os.PathLike] = None, *, training: bool = True,
@@ -431,7 +456,8 @@ def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.Path
                  with_targets: bool = True, empty_image_rate: Optional[float] = None,
                  allow_eval_split: bool = False, progress: bool = True,
                  prepared: Optional[PreparedSet] = None,
-                 tfrecord_dir: Optional[str | os.PathLike] = None) -> "tf.data.Dataset":
+                 tfrecord_dir: Optional[str | os.PathLike] = None,
+                 start: int = 0) -> "tf.data.Dataset":
     """Batches ``(images, targets)`` of a COCO keypoints split (see the module docstring).
 
     Args:
@@ -455,6 +481,8 @@ def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.Path
             argument then only names the split, for the val/test refusal). The same
             batches as the JSON path for the same seed (when converted with the default
             ``--shards``).
+        start: begin at this example of the stream (a resumed run: steps done x batch
+            size), found by counting per epoch, without reading the skipped examples.
     """
     import tensorflow as tf
 
@@ -500,23 +528,32 @@ def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.Path
     window = max(1, int(cfg.data.shuffle_buffer))
     counts = tf.constant(counts_np, tf.int32)
 
-    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+    def epoch_indices(e: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(image index, stream position) of epoch ``e``'s kept examples, in order."""
         order, position, keep = epoch_examples(starts_np, counts, e, seed=seed,
                                                training=training, window=window, rate=rate)
+        return tf.boolean_mask(order, keep), tf.boolean_mask(position, keep)
+
+    first_epoch, skip = _stream_start(int(start), n_images, rate, epoch_indices)
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        s = tf.where(e == first_epoch, tf.constant(skip, tf.int64), 0)   # resumed mid-epoch
         if source is None:
-            return tf.data.Dataset.from_tensor_slices(
-                (tf.boolean_mask(order, keep), tf.boolean_mask(position, keep)))
+            order, position = epoch_indices(e)
+            return tf.data.Dataset.from_tensor_slices((order[s:], position[s:]))
+        _, position, keep = epoch_examples(starts_np, counts, e, seed=seed,
+                                           training=training, window=window, rate=rate)
         records = source.records(shard_order(len(starts_np) - 1, e, seed=seed, training=training))
         if training:
             records = windowed(records, n_images, e, seed=seed, window=window)
         ds = tf.data.Dataset.zip((records, tf.data.Dataset.from_tensor_slices((position, keep))))
-        return ds.filter(lambda r, pk: pk[1]).map(lambda r, pk: (r, pk[0]))
+        return ds.filter(lambda r, pk: pk[1]).map(lambda r, pk: (r, pk[0])).skip(s)
 
     def load(element: tf.Tensor, pos: tf.Tensor):
         raw = source.parse(element) if source is not None else to_raw(element)
         return example_fn(raw, tf.stack([tf.constant(seed, tf.int64), pos]))
 
-    epochs = tf.data.Dataset.range(tf.int64.max if training else 1)
+    epochs = tf.data.Dataset.range(first_epoch, tf.int64.max if training else 1)
     ds = epochs.flat_map(epoch)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE,

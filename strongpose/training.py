@@ -25,24 +25,28 @@ Pieces:
 - Watching (:func:`strongpose.callbacks.watching_callbacks`): validation AP on the first
   ``train.eval_images`` images of ``data.val_split`` every ``train.eval_every`` steps and
   at the end (EMA weights), ``best.weights.h5``; TensorBoard under ``tensorboard/``.
-- :func:`train`: output folder checked writable first; data (``make_dataset``, training
-  mode), network, optimizer; ``fit`` with one epoch per ``train.checkpoint_every`` steps
-  and ``keras.callbacks.BackupAndRestore(output_dir/backup)`` saving at every epoch end
-  (weights, optimizer slots, iteration count and EMA weights in one file, plus the epoch),
-  kept after training so a second run in the same folder with more ``train.steps``
-  continues from the last saved step. At the end: ``model.weights.h5`` (the network's
-  weights, loadable into ``build_model(cfg)``; the EMA weights when EMA is on: ``fit`` calls
+- :func:`train`: output folder checked writable first; the latest checkpoint found
+  (:mod:`strongpose.checkpoints`); data (``make_dataset``, training mode, starting at the
+  checkpoint's example of the stream), network, optimizer, checkpoint restored (weights,
+  optimizer slots, iteration count, EMA weights, loss scale); ``fit`` (one epoch per
+  ``train.checkpoint_every`` steps, for the logs) with a ``CheckpointSaver`` writing
+  ``output_dir/checkpoints/step-*`` every ``train.checkpoint_every`` steps, at the last
+  step and on SIGINT/SIGTERM, so a second run in the same folder (with more
+  ``train.steps``, or after a kill) continues with the same batches as a run that never
+  stopped. At the end: ``model.weights.h5`` (the network's weights, loadable into
+  ``build_model(cfg)``; the EMA weights when EMA is on: ``fit`` calls
   ``optimizer.finalize_variable_values`` at its end) and ``config.yaml`` (``cfg.to_dict()``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
+import signal
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -53,10 +57,10 @@ import yaml
 from keras import ops
 
 from strongpose.callbacks import ValidationAP, watching_callbacks
+from strongpose import checkpoints
 from strongpose.config import Config
 from strongpose.losses import StrongPoseLoss
 
-BACKUP_DIR = "backup"
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.csv"
@@ -183,19 +187,17 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     """Raise :class:`NonFiniteLossError` at the first step whose loss terms are not finite.
 
     Reads the running means of the epoch that ``fit`` passes on: a NaN/Inf step makes its
-    mean NaN/Inf at that very step. Place it before ``BackupAndRestore``; raising ends
-    ``fit`` before any epoch-end backup of the bad state.
+    mean NaN/Inf at that very step. Place it before the ``CheckpointSaver``; raising ends
+    ``fit`` before any checkpoint of the bad state. ``first_step``: steps done before this
+    ``fit`` (a resumed run); the message names the global step.
     """
 
-    def __init__(self, steps_per_epoch: int) -> None:
+    def __init__(self, first_step: int = 0) -> None:
         super().__init__()
-        self.steps_per_epoch = int(steps_per_epoch)
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = int(epoch)
+        self._step = int(first_step)
 
     def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
         bad = []
         for name, value in (logs or {}).items():
             try:
@@ -205,7 +207,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             if not math.isfinite(v):
                 bad.append(f"{name}={v}")
         if bad:
-            step = self._epoch * self.steps_per_epoch + int(batch) + 1
+            step = self._step
             self.model.stop_training = True
             raise NonFiniteLossError(
                 f"training stopped at step {step}: non-finite loss ({', '.join(bad)}); "
@@ -248,23 +250,21 @@ def check_writable(output_dir: str | os.PathLike) -> Path:
 
 
 def steps_per_epoch_for(cfg: Config) -> int:
-    """Steps between backups (one ``fit`` epoch): ``train.checkpoint_every`` (at most
-    ``train.steps``, which must be a multiple of it)."""
+    """Steps of one ``fit`` epoch (one line of logs): ``train.checkpoint_every`` (else
+    ``log_every``), at most ``train.steps``. Checkpoints do not depend on it."""
     t = cfg.train
     every = int(t.checkpoint_every or t.log_every or t.steps)
-    every = max(1, min(every, int(t.steps)))
-    if t.steps % every:
-        raise ValueError(f"train.steps ({t.steps}) must be a multiple of train.checkpoint_every "
-                         f"({every}): a run resumes at a checkpoint, one per {every} steps")
-    return every
+    return max(1, min(every, int(t.steps)))
 
 
-def saved_step(output_dir: str | os.PathLike, steps_per_epoch: int) -> int:
-    """The step a run in ``output_dir`` would resume at (0: none saved)."""
-    meta = Path(output_dir) / BACKUP_DIR / "training_metadata.json"
-    if not meta.is_file():
-        return 0
-    return int(json.loads(meta.read_text())["epoch"]) * steps_per_epoch
+def saved_step(output_dir: str | os.PathLike) -> int:
+    """The step a run in ``output_dir`` would resume at (0: no checkpoint)."""
+    latest = checkpoints.CheckpointManager(Path(output_dir) / checkpoints.CHECKPOINT_DIR).latest()
+    return latest.step if latest else 0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training; the state after the last step was checkpointed."""
 
 
 @dataclass
@@ -274,41 +274,59 @@ class TrainResult:
     model: TrainingModel             # the network is model.network (EMA weights if EMA on)
     history: dict[str, list[float]]  # per epoch run now: every loss term
     initial_step: int                # 0, or the step resumed at
-    steps: int                       # optimizer steps after training
+    steps: int                       # training steps done (batches; optimizer.iterations
+                                     # is fewer where mixed precision skipped a step)
     weights_path: Path
     config_path: Path
     images_per_second: Optional[float]
     validation: Optional[dict[str, float]] = None  # last validation figures (AP, AP50, ...)
     best_weights: Optional[Path] = None            # best.weights.h5 (best validation AP)
+    checkpoint: Optional[Path] = None  # the latest checkpoint folder
 
 
 def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
           split: Optional[str] = None, image_dir: Optional[str | os.PathLike] = None,
           dataset: Any = None, seed: int = 0, verbose: int | str = "auto",
           callbacks: Optional[list] = None) -> TrainResult:
-    """Train ``cfg``'s network on one device; resume if ``output_dir`` holds a backup.
+    """Train ``cfg``'s network on one device; resume if ``output_dir`` holds a checkpoint.
 
     Args:
         cfg: the config (``train.*`` for the optimisation, ``data.*`` for the data).
         output_dir: default ``train.output_dir``; gets ``config.yaml``, ``log.csv``,
-            ``backup/`` (resume state, kept), ``data_cache/`` and ``model.weights.h5``.
+            ``checkpoints/`` (:mod:`strongpose.checkpoints`: every ``train.checkpoint_every``
+            steps and at exit, the newest ``train.keep_checkpoints`` kept), ``data_cache/``
+            and ``model.weights.h5``.
         split: a split name of ``cfg.data`` or a keypoints JSON path (default
             ``data.train_split``); ``image_dir`` its images (default for a split:
             ``data.coco_root/<split>``).
-        dataset: batches ``(images, targets)`` to use instead (repeating; tests, custom data).
-        seed: weights initialisation and data stream; a resumed run draws its data with
-            ``seed + resumed epoch`` (no replay of the batches already seen).
+        dataset: batches ``(images, targets)`` to use instead (repeating; tests, custom data);
+            a resumed run skips the batches already trained (``dataset.skip``).
+        seed: weights initialisation and data stream; a resumed run continues the same
+            stream where the checkpoint left it (same batches as a run that never stopped).
         verbose: ``fit``'s (progress bar: "auto"/1, 2 one line per epoch, 0 silent).
         callbacks: more Keras callbacks.
     Raises:
         OSError: ``output_dir`` not writable (before anything is built).
+        CheckpointError: the checkpoint in ``output_dir`` is for another network.
         NonFiniteLossError: a loss term became NaN/Inf (message: step and terms).
+        TrainingInterrupted: SIGINT/SIGTERM; the state after the last step is checkpointed.
     """
     out = check_writable(output_dir if output_dir is not None else cfg.train.output_dir)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(out)))
+    steps, batch_size = int(cfg.train.steps), int(cfg.train.batch_size)
     spe = steps_per_epoch_for(cfg)
-    epochs = int(cfg.train.steps) // spe
-    resume_epoch = saved_step(out, spe) // spe
+
+    # -- checkpoints: where to resume (before anything is built) ---------------------------
+    manager = checkpoints.CheckpointManager.from_config(cfg, out)
+    manager.remove_partial(other_processes_only=True)
+    latest = manager.latest()
+    if latest is not None:
+        manager.check_compatible(latest, cfg)
+    start = latest.step if latest else 0
+    start_example = latest.examples if latest else 0
+    if latest is not None and latest.manifest.get("seed", seed) != seed:
+        warnings.warn(f"resuming {latest.path} (seed {latest.manifest['seed']}) with seed "
+                      f"{seed}: the data stream differs from the first run's", stacklevel=2)
 
     import tensorflow as tf
     from strongpose.data_generator import make_dataset
@@ -319,8 +337,11 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
     in_step = dataset is None and targets_in_train_step()
     if dataset is None:
         dataset = make_dataset(cfg, split or cfg.data.train_split, image_dir,
-                               out / "data_cache", training=True, seed=seed + resume_epoch,
-                               progress=verbose not in (0, "0"), with_targets=not in_step)
+                               out / "data_cache", training=True, seed=seed,
+                               start=start_example, progress=verbose not in (0, "0"),
+                               with_targets=not in_step)
+    else:
+        dataset = checkpoints.skip_batches(dataset, start)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
 
     previous_policy = keras.mixed_precision.global_policy()
@@ -334,24 +355,45 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     size = int(cfg.model.input_size)
-    model.build((None, size, size, 3))  # BackupAndRestore needs a built model
+    model.build((None, size, size, 3))
+    model.optimizer.build(model.trainable_variables)
+    if latest is not None:
+        manager.restore(model, latest)   # weights, optimizer (iterations, moments, EMA, scale)
 
     (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    throughput = Throughput(cfg.train.batch_size)
+    throughput = Throughput(batch_size)
     watchers, validation = watching_callbacks(cfg, out, network, progress=verbose not in (0, "0"))
-    cbs = [NonFiniteLossGuard(spe), throughput, *watchers, *(callbacks or []),
+    saver = checkpoints.CheckpointSaver(
+        manager, int(cfg.train.checkpoint_every), first_step=start, last_step=steps,
+        first_example=start_example, batch_size=batch_size,
+        info={"batch_size": batch_size, "seed": seed,
+              "architecture": checkpoints.architecture(cfg)})
+    cbs = [NonFiniteLossGuard(start), throughput, *watchers, *(callbacks or []),
            keras.callbacks.CSVLogger(str(out / LOG_FILE), append=True),
-           keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR), save_freq="epoch",
-                                            delete_checkpoint=False)]
-    history = model.fit(dataset, epochs=epochs, steps_per_epoch=spe, callbacks=cbs,
-                        verbose=verbose, shuffle=False)  # the dataset shuffles itself
-    # fit ends with optimizer.finalize_variable_values: EMA weights are in place if EMA is on.
+           saver]                                   # last: after the NaN guard
+    history: dict[str, list[float]] = {}
+    if start < steps:
+        initial_epoch = start // spe
+        epochs = initial_epoch + math.ceil((steps - start) / spe)  # the saver stops at `steps`
+        with checkpoints.stop_on_signals(saver):
+            fit = model.fit(dataset, initial_epoch=initial_epoch, epochs=epochs,
+                            steps_per_epoch=spe, callbacks=cbs, verbose=verbose,
+                            shuffle=False)          # the dataset shuffles itself
+        history = dict(fit.history)
+        # fit ends with optimizer.finalize_variable_values: EMA weights are now in place.
+    else:                                           # already at `steps`: EMA weights in
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    latest = saver.last_saved or latest
+    if saver.stopped_early:
+        name = signal.Signals(saver.stop_signal).name
+        raise TrainingInterrupted(f"training stopped by {name} at step {saver.step}; "
+                                  f"checkpoint {latest.path}; run again to resume")
     weights = out / WEIGHTS_FILE
-    network.save_weights(str(weights))
-    return TrainResult(model=model, history=dict(history.history),
-                       initial_step=resume_epoch * spe, steps=step_count(model),
+    checkpoints.save_weights_atomically(network, weights)
+    return TrainResult(model=model, history=history, initial_step=start, steps=saver.step,
                        weights_path=weights, config_path=out / CONFIG_FILE,
                        images_per_second=throughput.images_per_second,
+                       checkpoint=latest.path if latest else None,
                        **validation_summary(validation))
 
 
