@@ -115,6 +115,7 @@ class TrainConfig:
     warmup_steps: int = 1000
     polyak_decay: float = 0.0         # 0: off; else EMA decay of weights
     mixed_precision: bool = False
+    sync_batchnorm: bool = False      # TF replicas: batch-norm statistics over the global batch
     log_every: int = 100
     checkpoint_every: int = 5000
     output_dir: str = "runs/default"
