@@ -86,7 +86,7 @@ def load_arrays(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarr
             meta = json.loads(str(z[META_KEY])) if META_KEY in names else None
             targets = {n[len(TARGET_PREFIX):]: z[n] for n in sorted(names)
                        if n.startswith(TARGET_PREFIX)}
-    except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # not zip, pickled, bad JSON
         raise ValueError(f"{str(p)!r} is not a readable batches file: {exc}") from exc
     if images is None or meta is None:
         raise ValueError(f"{str(p)!r} is not a strongpose batches file "

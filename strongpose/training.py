@@ -1,4 +1,5 @@
-"""Single-device training of StrongPose with Keras ``fit`` (TensorFlow backend).
+"""Training of StrongPose with Keras ``fit``, on one device or on the engine
+:mod:`strongpose.distribute` picks (several GPUs, several machines; docs/DISTRIBUTED.md).
 
     from strongpose.config import load_config
     from strongpose.training import train
@@ -298,7 +299,7 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
           dataset: Any = None, seed: int = 0, verbose: int | str = "auto",
           callbacks: Optional[list] = None,
           engine: Optional[distribute.Engine] = None) -> TrainResult:
-    """Train ``cfg``'s network on one device; resume if ``output_dir`` holds a backup.
+    """Train ``cfg``'s network on ``engine``; resume if ``output_dir`` holds a backup.
 
     Args:
         cfg: the config (``train.*`` for the optimisation, ``data.*`` for the data).

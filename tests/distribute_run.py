@@ -5,8 +5,11 @@ are fixed when TensorFlow/JAX start).
         --npz batches.npz --steps 2 --batch 4 OUT
 
 Trains ``--steps`` steps of the tiny preset on the batches of ``--npz`` (memory_data) and
-writes OUT/result.npz: the network's weights after training (``w0``, ``w1``, ...) and the
-loss ``total`` of each step (``losses``). ``--devices N``: N logical CPU devices (TensorFlow)
+writes OUT/result.npz (OUT/worker<i>/ in process i > 0): the network's weights after
+training (``w0``, ``w1``, ... named in ``names``) and the loss ``total`` of each step
+(``losses``). ``--sgd``: plain SGD; ``--set key=value``: config overrides; ``--tfdata``:
+the batches through ``tf.data.Dataset.from_generator``; ``--coordinator/--num-processes/
+--process-id``: a JAX multi-process run. ``--devices N``: N logical CPU devices (TensorFlow)
 or N XLA host devices (JAX). ``--no-tensorflow``: TensorFlow made unimportable first.
 """
 
@@ -34,7 +37,8 @@ def main() -> int:
     ap.add_argument("--num-processes", type=int)
     ap.add_argument("--process-id", type=int)
     ap.add_argument("--no-tensorflow", action="store_true")
-    ap.add_argument("--sgd", action="store_true", help="plain SGD (updates proportional to gradients)")
+    ap.add_argument("--sgd", action="store_true",
+                    help="plain SGD at train.learning_rate (updates proportional to gradients)")
     ap.add_argument("--set", action="append", default=[], help="config override")
     ap.add_argument("out")
     a = ap.parse_args()
@@ -62,7 +66,8 @@ def main() -> int:
     from strongpose.training import train
     if a.sgd:
         import keras
-        training.build_optimizer = lambda cfg, steps=None: keras.optimizers.SGD(0.01)
+        training.build_optimizer = lambda cfg, steps=None: keras.optimizers.SGD(
+            cfg.train.learning_rate)
 
     engine = distribute.select_engine(a.engine, coordinator=a.coordinator,
                                       num_processes=a.num_processes, process_id=a.process_id)
@@ -82,7 +87,6 @@ def main() -> int:
         data = tf.data.Dataset.from_generator(
             lambda: (gen[i] for i in range(10 ** 9)), output_signature=spec)
     result = train(cfg, a.out, dataset=data, verbose=0, engine=engine)
-    print("history:", result.history, file=sys.stderr)
     variables = result.model.network.weights
     weights = [np.asarray(v.numpy()) for v in variables]
     out = Path(a.out) if engine.is_chief else Path(a.out) / f"worker{engine.process_id}"

@@ -204,6 +204,26 @@ def test_tf_mirrored_two_replicas_match_one_device(npz, tmp_path):
 
 
 @pytest.mark.slow
+def test_tf_multi_worker_two_processes_match_one_device(npz, tmp_path):
+    frozen = ("--set", "model.freeze_batchnorm=true")
+    start = run(npz, tmp_path / "start", "--steps", "1", "--set", "train.learning_rate=0", *frozen)
+    one = run(npz, tmp_path / "one", "--steps", "2", *frozen)
+    ports, out = [free_port(), free_port()], tmp_path / "two"
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [subprocess.Popen(
+        [sys.executable, RUN, "--npz", str(npz), "--size", str(SIZE), "--batch", str(BATCH),
+         "--sgd", "--steps", "2", "--tfdata", *frozen, str(out)],
+        env=env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    logs = [p.communicate(timeout=900)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-2000:] for log in logs)
+    assert "tf-multi-worker: 2 replicas" in logs[0]
+    for path in (out / "result.npz", out / "worker1" / "result.npz"):
+        with np.load(path) as z:
+            assert_same_training(one, {k: z[k] for k in z.files}, start)
+
+
+@pytest.mark.slow
 def test_jax_data_parallel_two_devices_match_one_device(npz, tmp_path):
     pytest.importorskip("jax")
     start = run(npz, tmp_path / "start", "--steps", "1", "--set", "train.learning_rate=0",
