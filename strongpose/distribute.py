@@ -293,11 +293,25 @@ def _select_tf(mode: str) -> Engine:
     return Engine(ONE_DEVICE, devices=tuple(devices[:1]))
 
 
+def _hide_gpus_from_tensorflow() -> None:
+    """On the JAX backend TensorFlow (if imported, for ``tf.data``) only feeds data: keep it
+    off the GPUs so it does not reserve their memory."""
+    import sys
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow already initialised its devices: nothing to change
+        pass
+
+
 def _select_jax(mode: str, coordinator: Optional[str], num_processes: Optional[int],
                 process_id: Optional[int]) -> Engine:
     import keras
 
     procs = jax_process_env(coordinator, num_processes, process_id)
+    _hide_gpus_from_tensorflow()
     if procs is not None and procs[1] > 1:
         if mode == ONE_DEVICE:
             raise DistributeError("one-device cannot run several processes")

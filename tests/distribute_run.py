@@ -6,7 +6,7 @@ are fixed when TensorFlow/JAX start).
 
 Trains ``--steps`` steps of the tiny preset on the batches of ``--npz`` (memory_data) and
 writes OUT/result.npz (OUT/worker<i>/ in process i > 0): the network's weights after
-training (``w0``, ``w1``, ... named in ``names``) and the loss ``total`` of each step
+training (``w0``, ``w1``, ... named in ``names``), the same before (``i0``, ``i1``, ...) and the loss ``total`` of each step
 (``losses``). ``--sgd``: plain SGD; ``--set key=value``: config overrides; ``--tfdata``:
 the batches through ``tf.data.Dataset.from_generator``; ``--coordinator/--num-processes/
 --process-id``: a JAX multi-process run. ``--devices N``: N logical CPU devices (TensorFlow)
@@ -86,13 +86,19 @@ def main() -> int:
         gen = data
         data = tf.data.Dataset.from_generator(
             lambda: (gen[i] for i in range(10 ** 9)), output_signature=spec)
-    result = train(cfg, a.out, dataset=data, verbose=0, engine=engine)
+    class Initial(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.weights = [np.asarray(v.numpy()) for v in self.model.network.weights]
+
+    initial = Initial()
+    result = train(cfg, a.out, dataset=data, verbose=0, engine=engine, callbacks=[initial])
     variables = result.model.network.weights
     weights = [np.asarray(v.numpy()) for v in variables]
     out = Path(a.out) if engine.is_chief else Path(a.out) / f"worker{engine.process_id}"
     np.savez(out / "result.npz", losses=np.asarray(result.history["total"]),
              names=np.asarray([v.path for v in variables]),
-             **{f"w{i}": w for i, w in enumerate(weights)})
+             **{f"w{i}": w for i, w in enumerate(weights)},
+             **{f"i{i}": w for i, w in enumerate(initial.weights)})
     print(f"done: {engine.describe()}; losses {result.history['total']}", file=sys.stderr)
     return 0
 
