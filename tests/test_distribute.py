@@ -187,7 +187,9 @@ def assert_same_training(a: dict, b: dict) -> None:
         np.testing.assert_allclose(a[f"i{i}"], b[f"i{i}"], rtol=1e-6, atol=1e-7, err_msg=str(name))
         step = np.abs(a[f"w{i}"] - a[f"i{i}"]).max()
         diff = np.abs(a[f"w{i}"] - b[f"w{i}"]).max()
-        assert diff <= 1e-4 * step + 1e-7, (name, diff, step)
+        # TensorFlow agrees to ~4e-5 of the update, JAX to ~2e-3 (XLA sums a sharded
+        # batch in another order); a wrong loss scale or gradient sum is >= 50 %.
+        assert diff <= 5e-3 * step + 1e-7, (name, diff, step)
 
 
 def free_port() -> int:
