@@ -137,7 +137,7 @@ def _split(total: int, parts: int, what: str, engine: Engine) -> int:
 def synchronize_batchnorm(model: Any, engine: Engine) -> int:
     """Under a TensorFlow engine with several replicas, make every ``BatchNormalization``
     layer of ``model`` compute its batch statistics over the global batch
-    (``synchronized=True``: one all-reduce per layer and step), as one device would; returns
+    (``synchronized=True``: three all-reduces per layer and step), as one device would; returns
     how many layers were changed (0 elsewhere: JAX ``DataParallel`` already normalises over
     the global, sharded batch). Call before the first train step."""
     import keras
