@@ -115,6 +115,7 @@ class TrainConfig:
     warmup_steps: int = 1000
     polyak_decay: float = 0.0         # 0: off; else EMA decay of weights
     mixed_precision: bool = False
+    sync_batchnorm: bool = False      # TF replicas: batch-norm statistics over the global batch
     log_every: int = 100
     checkpoint_every: int = 5000
     eval_every: int = 5000            # steps between validation AP runs (0: only at the end)

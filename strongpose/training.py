@@ -1,4 +1,5 @@
-"""Single-device training of StrongPose with Keras ``fit`` (TensorFlow backend).
+"""Training of StrongPose with Keras ``fit``, on one device or on the engine
+:mod:`strongpose.distribute` picks (several GPUs, several machines; docs/DISTRIBUTED.md).
 
     from strongpose.config import load_config
     from strongpose.training import train
@@ -56,8 +57,8 @@ import numpy as np
 import yaml
 from keras import ops
 
+from strongpose import checkpoints, distribute
 from strongpose.callbacks import ValidationAP, watching_callbacks
-from strongpose import checkpoints
 from strongpose.config import Config
 from strongpose.losses import StrongPoseLoss
 
@@ -127,7 +128,8 @@ class TrainingModel(keras.Model):
     """The network plus its loss: ``fit`` on ``(images, targets)`` batches.
 
     ``call`` is the network (dict of maps); ``compute_loss`` is ``StrongPoseLoss``'s
-    ``total`` for the batch (divided by the batch's own size: single device) and updates
+    ``total`` for the batch (divided by the global batch, this replica's batch times
+    :func:`strongpose.distribute.replicas_in_sync`) and updates
     one ``Mean`` metric per term, so ``fit``'s logs and bar show every term.
     """
 
@@ -154,21 +156,40 @@ class TrainingModel(keras.Model):
         return self.network(images, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        batch = ops.shape(x)[0]
+        # Divided by the GLOBAL batch: under tf.distribute each replica sees its shard and
+        # the replicas' gradients are summed (strongpose.distribute).
+        replicas = distribute.replicas_in_sync()
         if self.target_encoder is not None:  # data_generator.TrainStepTargets
             y = self.target_encoder(y)
-        losses = self.pose_loss(y, y_pred, batch)
+        losses = self.pose_loss(y, y_pred, ops.shape(x)[0] * replicas)
         for name, tracker in self.trackers.items():
-            tracker.update_state(losses[name])
+            tracker.update_state(losses[name] * replicas)  # the metric averages replicas
         total = losses["total"]
-        if self.losses:  # regularisers of layers, if any
-            total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32")
+        if self.losses:  # regularisers of layers, if any (each replica adds its share)
+            total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32") / replicas
         return total
 
     @property
     def metrics(self):
         # Only the per-term trackers ("total" is the loss): no duplicate "loss" entry.
         return list(self.trackers.values())
+
+    def get_metrics_result(self):
+        # Under MultiWorkerMirroredStrategy Keras reduces each step's logs with
+        # strategy.reduce("MEAN", v, axis=0), which fails on scalars: give them one axis.
+        return distribute.logs_for_multi_worker(super().get_metrics_result())
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (TensorFlow trainer) reduces a first distributed batch eagerly here only to
+        # learn input shapes; under MultiWorkerMirroredStrategy that reduce fails
+        # ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585). train()
+        # builds the model before fit, so no batch is needed: build what is left from none.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is not None and all(layer.built for layer in self._flatten_layers()):
+            with strategy.scope():
+                self._symbolic_build()
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
 def compile_model(model: TrainingModel, optimizer: keras.optimizers.Optimizer) -> None:
@@ -287,8 +308,9 @@ class TrainResult:
 def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
           split: Optional[str] = None, image_dir: Optional[str | os.PathLike] = None,
           dataset: Any = None, seed: int = 0, verbose: int | str = "auto",
-          callbacks: Optional[list] = None) -> TrainResult:
-    """Train ``cfg``'s network on one device; resume if ``output_dir`` holds a checkpoint.
+          callbacks: Optional[list] = None,
+          engine: Optional[distribute.Engine] = None) -> TrainResult:
+    """Train ``cfg``'s network on ``engine``; resume if ``output_dir`` holds a checkpoint.
 
     Args:
         cfg: the config (``train.*`` for the optimisation, ``data.*`` for the data).
@@ -299,19 +321,27 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
         split: a split name of ``cfg.data`` or a keypoints JSON path (default
             ``data.train_split``); ``image_dir`` its images (default for a split:
             ``data.coco_root/<split>``).
-        dataset: batches ``(images, targets)`` to use instead (repeating; tests, custom data);
-            a resumed run skips the batches already trained (``dataset.skip``).
+        dataset: batches ``(images, targets)`` to use instead (repeating; tests, custom data):
+            a ``tf.data.Dataset`` of global batches, or e.g. a ``memory_data.NpzBatches``
+            (no TensorFlow needed; in a multi-process JAX run, this process's share); a
+            resumed run skips the batches already trained (``dataset.skip``).
         seed: weights initialisation and data stream; a resumed run continues the same
             stream where the checkpoint left it (same batches as a run that never stopped).
         verbose: ``fit``'s (progress bar: "auto"/1, 2 one line per epoch, 0 silent).
         callbacks: more Keras callbacks.
+        engine: a :class:`strongpose.distribute.Engine` (default ``select_engine("auto")``);
+            the network is built, compiled and fitted in its scope. Processes other than
+            the chief write their files under ``output_dir/worker<id>``.
     Raises:
         OSError: ``output_dir`` not writable (before anything is built).
         CheckpointError: the checkpoint in ``output_dir`` is for another network.
         NonFiniteLossError: a loss term became NaN/Inf (message: step and terms).
         TrainingInterrupted: SIGINT/SIGTERM; the state after the last step is checkpointed.
     """
-    out = check_writable(output_dir if output_dir is not None else cfg.train.output_dir)
+    engine = engine or distribute.select_engine("auto")
+    engine.per_replica_batch(cfg.train.batch_size)  # DistributeError if not divisible
+    out = Path(output_dir if output_dir is not None else cfg.train.output_dir)
+    out = check_writable(out if engine.is_chief else out / f"worker{engine.process_id}")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(out)))
     steps, batch_size = int(cfg.train.steps), int(cfg.train.batch_size)
     spe = steps_per_epoch_for(cfg)
@@ -328,37 +358,40 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
         warnings.warn(f"resuming {latest.path} (seed {latest.manifest['seed']}) with seed "
                       f"{seed}: the data stream differs from the first run's", stacklevel=2)
 
-    import tensorflow as tf
-    from strongpose.data_generator import make_dataset
     from strongpose.model import build_model
 
     keras.utils.set_random_seed(seed)
     from strongpose.data_generator import TrainStepTargets, targets_in_train_step
     in_step = dataset is None and targets_in_train_step()
     if dataset is None:
+        from strongpose.data_generator import make_dataset  # TensorFlow
         dataset = make_dataset(cfg, split or cfg.data.train_split, image_dir,
                                out / "data_cache", training=True, seed=seed,
                                start=start_example, progress=verbose not in (0, "0"),
                                with_targets=not in_step)
     else:
         dataset = checkpoints.skip_batches(dataset, start)
-    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = engine.prepare_dataset(dataset)
 
     previous_policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        network = build_model(cfg, training_outputs=True)
-        model = TrainingModel(network, StrongPoseLoss.from_config(cfg), name="strongpose_training",
-                              target_encoder=TrainStepTargets.from_config(cfg) if in_step else None)
-        compile_model(model, build_optimizer(cfg))
+        with engine.scope():
+            network = build_model(cfg, training_outputs=True)
+            if cfg.train.sync_batchnorm:
+                distribute.synchronize_batchnorm(network, engine)
+            model = TrainingModel(network, StrongPoseLoss.from_config(cfg),
+                                  name="strongpose_training",
+                                  target_encoder=TrainStepTargets.from_config(cfg) if in_step else None)
+            compile_model(model, build_optimizer(cfg))
+            size = int(cfg.model.input_size)
+            model.build((None, size, size, 3))
+            model.optimizer.build(model.trainable_variables)
+            if latest is not None:   # weights, optimizer (iterations, moments, EMA, scale)
+                manager.restore(model, latest)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    size = int(cfg.model.input_size)
-    model.build((None, size, size, 3))
-    model.optimizer.build(model.trainable_variables)
-    if latest is not None:
-        manager.restore(model, latest)   # weights, optimizer (iterations, moments, EMA, scale)
 
     (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     throughput = Throughput(batch_size)
@@ -375,7 +408,7 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
     if start < steps:
         initial_epoch = start // spe
         epochs = initial_epoch + math.ceil((steps - start) / spe)  # the saver stops at `steps`
-        with checkpoints.stop_on_signals(saver):
+        with engine.scope(), checkpoints.stop_on_signals(saver):
             fit = model.fit(dataset, initial_epoch=initial_epoch, epochs=epochs,
                             steps_per_epoch=spe, callbacks=cbs, verbose=verbose,
                             shuffle=False)          # the dataset shuffles itself
