@@ -21,7 +21,7 @@ Pieces:
   ``Mean`` metric shown by ``fit`` (``heatmap, body, short, mid, long, inter_*, total``).
 - :class:`NonFiniteLossGuard`: a callback that raises :class:`NonFiniteLossError` naming
   the step and the terms as soon as a loss is NaN/Inf. It raises (rather than setting
-  ``stop_training``) so ``fit`` never reaches ``on_epoch_end``, and no backup of that state
+  ``stop_training``) so ``fit`` never reaches ``on_epoch_end``, and no checkpoint of that state
   is written.
 - Watching (:func:`strongpose.callbacks.watching_callbacks`): validation AP on the first
   ``train.eval_images`` images of ``data.val_split`` every ``train.eval_every`` steps and
