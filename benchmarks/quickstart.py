@@ -34,11 +34,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--val-images", type=int, default=50)
     parser.add_argument("--output", default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--scenes", default="simple", help="synthetic scene mix (SCENES)")
+    parser.add_argument("--people", type=int, nargs=2, default=None, metavar=("MIN", "MAX"))
+    parser.add_argument("--heights", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
+    parser.add_argument("--size", type=int, default=None)
+    for name in ("crowd", "overlap", "empty", "mask-only", "unlabelled", "back-view"):
+        parser.add_argument(f"--{name}-rate", type=float, default=None)
     args = parser.parse_args(argv)
     start, cpu0 = time.perf_counter(), time.process_time()
     from strongpose.synthetic import write_splits
     work = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="quickstart_"))
-    write_splits(work / "synth", train=args.train_images, val=args.val_images, seed=0)
+    from strongpose.synthetic.options import SCENES
+    synth = dict(SCENES[args.scenes])
+    keys = ("people", "heights", "size", "crowd_rate", "overlap_rate", "empty_rate",
+            "mask_only_rate", "unlabelled_rate", "back_view_rate")
+    synth.update({k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    write_splits(work / "synth", train=args.train_images, val=args.val_images, seed=0, **synth)
     data_seconds = time.perf_counter() - start
     cli.import_tensorflow()
     import keras
@@ -65,7 +76,7 @@ def main(argv=None) -> dict:
            "seconds": round(time.perf_counter() - start, 1), "data_seconds": round(data_seconds, 1),
            "cpu_seconds": round(time.process_time() - cpu0, 1), "evaluations": evaluations,
            "steps": result.steps, "images_per_s": result.images_per_second,
-           "config": args.config, "overrides": list(args.overrides),
+           "config": args.config, "overrides": list(args.overrides), "scenes": args.scenes, "synthetic": synth,
            "machine": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     print(json.dumps(out))
     return out

@@ -35,5 +35,6 @@ SPECS: dict[str, BackboneSpec] = {
     "resnet101": BackboneSpec(64, ((64, 3), (128, 4), (256, 23), (512, 3))),
     "resnet152": BackboneSpec(64, ((64, 3), (128, 8), (256, 36), (512, 3))),
     "tiny": BackboneSpec(16, ((8, 2), (16, 2), (32, 2), (64, 2))),
+    "small": BackboneSpec(32, ((16, 2), (32, 2), (64, 2), (128, 2))),
 }
-BACKBONES: tuple[str, ...] = tuple(SPECS)   # "resnet50", "resnet101", "resnet152", "tiny"
+BACKBONES: tuple[str, ...] = tuple(SPECS)   # "resnet50", "resnet101", "resnet152", "tiny", "small"

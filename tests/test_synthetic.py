@@ -237,6 +237,19 @@ def test_cli_writes_and_refuses_a_non_empty_dir(tmp_path):
     assert status == 0, err
 
 
+def test_cli_simple_scenes_and_an_override(tmp_path):
+    out_dir = tmp_path / "simple"
+    status, _, _, err = _run(out_dir, "--train", "6", "--val", "0", "--size", "129",
+                             "--scenes", "simple", "--people", "2", "2")
+    assert status == 0, err
+    anns = json.loads((out_dir / "annotations" / "person_keypoints_train.json").read_text())
+    assert not any(a["iscrowd"] for a in anns["annotations"])                 # no crowds
+    assert all(a["num_keypoints"] > 0 for a in anns["annotations"])           # no mask-only
+    per_image = np.bincount([a["image_id"] for a in anns["annotations"]], minlength=7)[1:]
+    assert per_image.min() >= 1 and per_image.max() <= 2                      # --people 2 2
+    assert per_image.sum() > 6                                                # mostly two
+
+
 @pytest.mark.parametrize("args", [["--size", "10"], ["--train", "-3"], ["--people", "4", "1"],
                                   ["--crowd-rate", "2"], []])
 def test_cli_bad_arguments_exit_2_in_one_line(tmp_path, args):

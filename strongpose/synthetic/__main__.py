@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from strongpose import cli
 
+from .options import SCENES
 from .writing import write_splits
 
 
@@ -47,6 +48,17 @@ def _rate_arg(text: str) -> float:
     return v
 
 
+def _share_arg(text: str) -> float:
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.1 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a share of the side in [0.1, 1]")
+    return v
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = cli.ArgumentParser(
         prog="python -m strongpose.synthetic",
@@ -59,16 +71,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=_size_arg, default=(257, 257),
                     help="image size S or HxW in pixels (default 257)")
-    ap.add_argument("--people", type=_count_arg, nargs=2, default=(1, 4), metavar=("MIN", "MAX"),
-                    help="people per non-empty image (default 1 4)")
-    ap.add_argument("--crowd-rate", type=_rate_arg, default=0.15)
-    ap.add_argument("--overlap-rate", type=_rate_arg, default=0.3)
-    ap.add_argument("--empty-rate", type=_rate_arg, default=0.05)
+    ap.add_argument("--scenes", choices=tuple(SCENES), default="standard",
+                    help="scene mix: standard (default: 1-4 people, overlaps, crowds) or "
+                         "simple (the quick start's: 1-2 large people facing the camera, "
+                         "no crowds); the options below override it")
+    ap.add_argument("--people", type=_count_arg, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="people per non-empty image (standard: 1 4)")
+    ap.add_argument("--heights", type=_share_arg, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="person height as a share of the image side (standard: 0.35 0.85)")
+    for name, default in (("crowd", 0.15), ("overlap", 0.3), ("empty", 0.05),
+                          ("mask-only", 0.05), ("unlabelled", 0.03), ("back-view", 0.25)):
+        ap.add_argument(f"--{name}-rate", type=_rate_arg, default=None,
+                        help=f"(standard: {default})")
     ap.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR "
                     "(files of the same names are replaced)")
     args = ap.parse_args(argv)
-    if args.people[0] > args.people[1] or args.people[1] > 32:
-        ap.error(f"--people {args.people[0]} {args.people[1]}: need MIN <= MAX <= 32")
+    scene = dict(SCENES[args.scenes])
+    for key in ("people", "heights", "crowd_rate", "overlap_rate", "empty_rate",
+                "mask_only_rate", "unlabelled_rate", "back_view_rate"):
+        if getattr(args, key) is not None:
+            scene[key] = tuple(getattr(args, key)) if key in ("people", "heights") \
+                else getattr(args, key)
+    people = scene.get("people", (1, 4))
+    if people[0] > people[1] or people[1] > 32:
+        ap.error(f"--people {people[0]} {people[1]}: need MIN <= MAX <= 32")
+    heights = scene.get("heights", (0.35, 0.85))
+    if heights[0] > heights[1]:
+        ap.error(f"--heights {heights[0]} {heights[1]}: need MIN <= MAX")
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
@@ -76,9 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise FileExistsError(f"{out} is not empty (use --force to write into it)")
     t0 = time.perf_counter()
     files = write_splits(out, train=args.train, val=args.val, seed=args.seed, size=args.size,
-                         people=tuple(args.people), crowd_rate=args.crowd_rate,
-                         overlap_rate=args.overlap_rate, empty_rate=args.empty_rate,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), **scene)
     dt = time.perf_counter() - t0
     for split, path in files.items():
         print(f"{split}: {path}")

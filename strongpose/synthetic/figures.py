@@ -33,14 +33,15 @@ def _direction(degrees: float, outwards: float) -> np.ndarray:
 
 
 def random_figure(rng: np.random.Generator, height: float, centre: tuple[float, float],
-                  colours: Optional[dict[str, tuple[int, int, int]]] = None) -> Figure:
+                  colours: Optional[dict[str, tuple[int, int, int]]] = None,
+                  back_view_rate: float = 0.25) -> Figure:
     """A random plausible pose of ``height`` pixels whose hips' midpoint is near ``centre``.
 
     Body units: 1 = standing height (head top to ankle), x right, y down, the person facing
-    the camera (its left on the image's right) unless seen from behind.
+    the camera (its left on the image's right) unless seen from behind (at ``back_view_rate``).
     """
     u = np.array
-    back = bool(rng.random() < 0.25)
+    back = bool(rng.random() < back_view_rate)
     side = -1.0 if back else 1.0            # +x is the person's left when facing the camera
     turn = float(rng.uniform(0.55, 1.0))     # < 1: the body partly turned (narrower)
     yaw = float(rng.choice([-1.0, 1.0])) * (1.0 - turn)

@@ -37,6 +37,8 @@ class SynthOptions:
         empty_rate: chance that an image holds nobody (background only).
         mask_only_rate: chance that a person is annotated with a mask but no keypoints.
         unlabelled_rate: chance that a keypoint inside the image is left unlabelled.
+        back_view_rate: chance that a person is seen from behind (no face; its left on the
+            image's left), which only the head tells apart from a front view.
     """
 
     size: tuple[int, int] = (257, 257)
@@ -47,6 +49,7 @@ class SynthOptions:
     empty_rate: float = 0.05
     mask_only_rate: float = 0.05
     unlabelled_rate: float = 0.03
+    back_view_rate: float = 0.25
 
     def __post_init__(self) -> None:
         size = size_pair(self.size)
@@ -62,11 +65,23 @@ class SynthOptions:
         if len(self.heights) != 2 or not 0.1 <= hlo <= hhi <= 1.0:
             raise ValueError(f"heights {self.heights}: need 0.1 <= min <= max <= 1")
         for name in ("crowd_rate", "overlap_rate", "empty_rate", "mask_only_rate",
-                     "unlabelled_rate"):
+                     "unlabelled_rate", "back_view_rate"):
             v = float(getattr(self, name))
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
             object.__setattr__(self, name, v)
+
+
+# Named scene mixes for the command line (``--scenes``): SynthOptions fields that differ
+# from the defaults. "simple": the README quick start's data: one or two large people,
+# all facing the camera (no back views), rarely overlapping, no crowds, empty images,
+# mask-only people or unlabelled keypoints; a small network learns it on a CPU in minutes.
+SCENES: dict[str, dict[str, Any]] = {
+    "standard": {},
+    "simple": {"people": (1, 2), "heights": (0.55, 0.9), "crowd_rate": 0.0,
+               "overlap_rate": 0.1, "empty_rate": 0.0, "mask_only_rate": 0.0,
+               "unlabelled_rate": 0.0, "back_view_rate": 0.0},
+}
 
 
 def size_pair(size: Any) -> tuple[int, int]:

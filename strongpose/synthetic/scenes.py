@@ -152,7 +152,7 @@ def render_image(seed: int, index: int, options: SynthOptions = SynthOptions(),
             else:
                 centre = (rng.uniform(0.08, 0.92) * w,
                           rng.uniform(0.4 * height, h - 0.35 * height))
-            fig = random_figure(rng, height, centre)
+            fig = random_figure(rng, height, centre, back_view_rate=options.back_view_rate)
             m = _figure_mask(fig, (h, w))
             if m.sum() < MIN_PERSON_PX:
                 continue

@@ -33,7 +33,7 @@ def write_dataset(root: str | Path, *, split: str = "train", images: int = 200,
                   seed: int = 0, crowd_rate: float = 0.15, overlap_rate: float = 0.3,
                   empty_rate: float = 0.05, mask_only_rate: float = 0.05,
                   unlabelled_rate: float = 0.03, heights: tuple[float, float] = (0.35, 0.85),
-                  progress: bool = False) -> Path:
+                  back_view_rate: float = 0.25, progress: bool = False) -> Path:
     """Write ``images`` images to ``root/<split>/`` and their COCO keypoints JSON.
 
     Returns the annotation file, ``root/annotations/person_keypoints_<split>.json``; the
@@ -46,7 +46,8 @@ def write_dataset(root: str | Path, *, split: str = "train", images: int = 200,
         raise ValueError(f"bad split name {split!r}")
     opts = SynthOptions(size=size_pair(size), people=tuple(people), heights=tuple(heights),
                         crowd_rate=crowd_rate, overlap_rate=overlap_rate, empty_rate=empty_rate,
-                        mask_only_rate=mask_only_rate, unlabelled_rate=unlabelled_rate)
+                        mask_only_rate=mask_only_rate, unlabelled_rate=unlabelled_rate,
+                        back_view_rate=back_view_rate)
     root = Path(root)
     image_dir = root / split
     image_dir.mkdir(parents=True, exist_ok=True)
