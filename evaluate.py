@@ -102,27 +102,14 @@ def resolve_inputs(args: argparse.Namespace, cfg) -> tuple[Path, Path, str]:
 def predict_results(predictor, images: list[dict[str, Any]], image_dir: Path, *,
                     batch_size: int = 1, progress: bool = True,
                     keep_masks: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run ``predictor`` on the listed images; (COCO results, one line per failed image)."""
-    from tqdm import tqdm
+    """Run ``predictor`` on the listed images; (COCO results, one line per failed image).
+    The loop of training's validation (:func:`strongpose.validation.predict_images`)."""
+    from strongpose.validation import predict_images
 
-    from strongpose.evaluation import people_to_results
-
-    by_path = {str(image_dir / im["file_name"]): int(im["id"]) for im in images}
-    results: list[dict[str, Any]] = []
-    failed: list[str] = []
-    bar = tqdm(total=len(by_path), disable=not progress, unit="img", file=sys.stderr)
-    report = lambda name, err: failed.append(str(err))   # noqa: E731
-    for pred in predictor.predict(list(by_path), batch_size=batch_size, on_error=report):
-        people = pred.people if keep_masks else [_without_mask(p) for p in pred.people]
-        results.extend(people_to_results(people, by_path[pred.source]))
-        bar.update(1)
-    bar.close()
-    return results, failed
-
-
-def _without_mask(person):
-    import dataclasses
-    return dataclasses.replace(person, mask=None)
+    pred = predict_images(predictor, [(int(im["id"]), Path(image_dir) / im["file_name"])
+                                      for im in images],
+                          batch_size=batch_size, keep_masks=keep_masks, progress=progress)
+    return pred.results, pred.skipped
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

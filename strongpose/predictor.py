@@ -22,6 +22,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
@@ -187,6 +188,26 @@ def keras_network(model) -> Network:
     return lambda images: {k: v.numpy() for k, v in fn(tf.convert_to_tensor(images, tf.float32)).items()}
 
 
+_TRACED: "weakref.WeakKeyDictionary[Any, Network]" = weakref.WeakKeyDictionary()
+
+
+def model_network(model: Any) -> Network:
+    """A Keras model, or anything called as ``model(images, training=False)`` that returns
+    the dict of maps, as a :data:`Network` on any backend. A Keras model on the TensorFlow
+    backend goes through :func:`keras_network` (one traced function per model, kept while
+    the model lives: training's validation and ``evaluate.py`` run the same graph)."""
+    import keras
+    from keras import ops
+
+    if isinstance(model, keras.Model) and keras.backend.backend() == "tensorflow":
+        if model not in _TRACED:
+            _TRACED[model] = keras_network(model)
+        return _TRACED[model]
+    keys = set(map_table.OUTPUT_KEYS)
+    return lambda images: {k: ops.convert_to_numpy(v)
+                           for k, v in model(images, training=False).items() if k in keys}
+
+
 def saved_model_network(path: Path) -> Network:
     """An exported SavedModel's ``serving_default`` signature as a :data:`Network`."""
     import tensorflow as tf
@@ -296,16 +317,19 @@ class Predictor:
         keep_maps: keep each image's merged maps in its :class:`Prediction` (for drawing).
         max_side: images with a longer side are downscaled to it on reading (bounded
             memory for masks: an 8000x6000 photo would need 48 MB per person's mask).
+        stride: the network's output stride (default ``cfg.eval_output_stride``; training's
+            validation passes ``cfg.model.output_stride``, its network's).
     """
 
     def __init__(self, network: Network, cfg: Config, *, input_size: int | None = None,
                  scales: Sequence[float] = (1.0,), flip: bool = False,
-                 keep_maps: bool = False, max_side: int = MAX_SIDE) -> None:
+                 keep_maps: bool = False, max_side: int = MAX_SIDE,
+                 stride: int | None = None) -> None:
         if not scales or any(not 0 < float(s) <= 8 for s in scales):
             raise ValueError(f"scales must be a non-empty list of factors in (0, 8], got {list(scales)}")
         self.network = network
         self.cfg = cfg
-        self.stride = int(cfg.eval_output_stride)
+        self.stride = int(stride or cfg.eval_output_stride)
         self.input_size = int(input_size or cfg.model.input_size)
         if self.input_size < self.stride + 1:
             raise ValueError(f"input_size {self.input_size} must be > output stride {self.stride}")

@@ -91,3 +91,25 @@ def test_help_and_one_line_errors(data):
     assert run("--help").returncode == 0
     bad = run(str(data / "nothing"), "--data", str(data / "synth"), "--split", "val")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "nothing" in bad.stderr
+
+
+def test_training_validation_gives_evaluate_py_figures_and_results(data, capsys):
+    """One code path: ``validation.split_ap`` on the training network (as ``train.py``
+    validates) and ``evaluate.py`` on the run folder holding its weights give the same
+    results and figures, on images that are resized (not square, not the input size)."""
+    from strongpose.model import build_model
+    from strongpose.validation import predict_split, split_ap
+
+    write_dataset(data / "odd", split="val", images=2, size=(110, 150), seed=4)
+    cfg = load_config(data / "run" / "config.yaml", [f"data.coco_root={data / 'odd'}",
+                                                     "data.val_split=val"])
+    network = build_model(cfg, training_outputs=True)
+    network.load_weights(str(data / "run" / "model.weights.h5"))
+    pred = predict_split(network, cfg, "val")
+    figures = split_ap(network, cfg, "val")
+    assert evaluate.main([str(data / "run"), "--data", str(data / "odd"), "--split", "val",
+                          "--output-dir", str(data / "odd_out"), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = json.loads(Path(summary["results"]).read_text())
+    assert pred.results and written == json.loads(json.dumps(pred.results))
+    assert {k: summary[k] for k in METRIC_NAMES} == figures
