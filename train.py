@@ -105,5 +105,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def run() -> int:
+    """The installed ``strongpose-train`` command."""
+    return cli.run(main, prog="strongpose-train")
+
+
 if __name__ == "__main__":
     sys.exit(cli.run(main, prog="train.py"))
