@@ -180,10 +180,14 @@ def find_weights(folder: Path, checkpoint: str = "final") -> Path:
 
 def keras_network(model) -> Network:
     """A Keras model (dict outputs) as a :data:`Network`: one traced function for any size."""
+    return _traced_network(lambda: model)
+
+
+def _traced_network(get_model: Callable[[], Any]) -> Network:
     import tensorflow as tf
 
     keys = [k for k in map_table.OUTPUT_KEYS]
-    fn = tf.function(lambda x: {k: v for k, v in model(x, training=False).items() if k in keys},
+    fn = tf.function(lambda x: {k: v for k, v in get_model()(x, training=False).items() if k in keys},
                      input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
     return lambda images: {k: v.numpy() for k, v in fn(tf.convert_to_tensor(images, tf.float32)).items()}
 
@@ -195,13 +199,14 @@ def model_network(model: Any) -> Network:
     """A Keras model, or anything called as ``model(images, training=False)`` that returns
     the dict of maps, as a :data:`Network` on any backend. A Keras model on the TensorFlow
     backend goes through :func:`keras_network` (one traced function per model, kept while
-    the model lives: training's validation and ``evaluate.py`` run the same graph)."""
+    the model lives, holding it weakly: training's validation and ``evaluate.py`` run the
+    same graph)."""
     import keras
     from keras import ops
 
     if isinstance(model, keras.Model) and keras.backend.backend() == "tensorflow":
         if model not in _TRACED:
-            _TRACED[model] = keras_network(model)
+            _TRACED[model] = _traced_network(weakref.ref(model))
         return _TRACED[model]
     keys = set(map_table.OUTPUT_KEYS)
     return lambda images: {k: ops.convert_to_numpy(v)
