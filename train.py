@@ -57,7 +57,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--process-id", type=int, default=None, help="JAX multi-process: 0..N-1")
     ap.add_argument("--seed", type=int, default=0, help="initialisation and data seed")
     ap.add_argument("--quiet", action="store_true", help="one line per epoch, no bar")
-    ap.add_argument("output_dir", metavar="OUTPUT_DIR", help="run folder (resumed if it has a backup)")
+    ap.add_argument("output_dir", metavar="OUTPUT_DIR", help="run folder (resumed if it has a checkpoint)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=400")
     return ap.parse_args(argv)
 
