@@ -593,6 +593,17 @@ def _json_reader(prepared: PreparedSet, images: Path, max_people: int):
     return to_raw
 
 
+def decode_image_bytes(data: "tf.Tensor") -> "tf.Tensor":
+    """(H, W, 3) uint8 RGB of encoded image bytes, JPEG decoded exactly (the pixels OpenCV,
+    PIL and so the Predictor see; TensorFlow's default JPEG decoding is up to 6 grey levels
+    off), any other format by ``tf.io.decode_image``."""
+    import tensorflow as tf
+
+    return tf.cond(tf.io.is_jpeg(data),
+                   lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                   lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+
+
 def example_pipeline(cfg: "Config", *, augment: bool = True, with_targets: bool = True):
     """``fn(raw, seed) -> (image, targets or target inputs)`` for one example (TF ops).
 
@@ -615,7 +626,7 @@ def example_pipeline(cfg: "Config", *, augment: bool = True, with_targets: bool 
     map_size = encoder.map_size_for((size, size))
 
     def fn(raw: dict[str, tf.Tensor], seed: tf.Tensor):
-        image = tf.io.decode_image(raw["image"], channels=3, expand_animations=False)
+        image = decode_image_bytes(raw["image"])
         labels = tf.cond(tf.strings.length(raw["label"]) > 0,
                          lambda: tf.io.decode_png(raw["label"], channels=1, dtype=label_dtype)[..., 0],
                          lambda: tf.zeros(raw["size"], label_dtype))

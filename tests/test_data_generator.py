@@ -239,3 +239,20 @@ def test_targets_encoded_in_the_train_step_equal_the_pipeline_s(cfg, synth, tmp_
     a = float(in_step.compute_loss(images, inputs, y_pred))
     b = float(plain.compute_loss(images, targets, y_pred))
     assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6)
+
+
+def test_jpeg_decoded_as_opencv_reads_it(tmp_path):
+    """Training sees the pixels that inference (OpenCV) sees: exact JPEG decoding."""
+    import cv2
+    import tensorflow as tf
+    from strongpose.data_generator import decode_image_bytes
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (5, 5), 0)
+    path = tmp_path / "x.jpg"
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    expected = cv2.imread(str(path))[..., ::-1]
+    got = decode_image_bytes(tf.constant(path.read_bytes())).numpy()
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+    png = tmp_path / "x.png"
+    cv2.imwrite(str(png), image)
+    assert np.array_equal(decode_image_bytes(tf.constant(png.read_bytes())).numpy(), image[..., ::-1])
