@@ -3,9 +3,10 @@ report its validation AP and the wall time of the whole.
 
     python benchmarks/quickstart.py                     # in a temporary folder
     python benchmarks/quickstart.py --output /tmp/qs train.steps=1000
+    python benchmarks/quickstart.py --scenes standard --size 257 model.input_size=257
 
-Same as ``python -m strongpose.synthetic synth --train 1000 --val 50`` then
-``python train.py --config quickstart runs/quickstart``, in one process (so one
+Same as ``python -m strongpose.synthetic synth --scenes simple --size 129 --train 1000
+--val 50`` then ``python train.py --config quickstart runs/quickstart``, in one process (so one
 TensorFlow start-up fewer). One line per validation, then the last stdout line: one JSON
 object (``AP``, ``AP50``, ``seconds``: wall time from start to the final AP,
 ``data_seconds``, ``evaluations``: [[step, AP, seconds], ...], ``cpu_seconds``: process
@@ -37,7 +38,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--scenes", default="simple", help="synthetic scene mix (SCENES)")
     parser.add_argument("--people", type=int, nargs=2, default=None, metavar=("MIN", "MAX"))
     parser.add_argument("--heights", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
-    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--size", type=int, default=129, help="image side (default 129)")
     for name in ("crowd", "overlap", "empty", "mask-only", "unlabelled", "back-view"):
         parser.add_argument(f"--{name}-rate", type=float, default=None)
     args = parser.parse_args(argv)
