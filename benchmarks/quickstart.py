@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
            "seconds": round(time.perf_counter() - start, 1), "data_seconds": round(data_seconds, 1),
            "cpu_seconds": round(time.process_time() - cpu0, 1), "evaluations": evaluations,
            "steps": result.steps, "images_per_s": result.images_per_second,
-           "config": args.config, "overrides": list(args.overrides), "scenes": args.scenes, "synthetic": synth,
+           "config": args.config, "overrides": list(args.overrides), "scenes": args.scenes,
+           "synthetic": synth,
            "machine": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     print(json.dumps(out))
     return out
