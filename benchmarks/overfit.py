@@ -33,6 +33,13 @@ COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini
 SPLIT = "overfit"
 
 
+# The settings that met the goal (AP 0.91 at step 500), kept here so that tuning the
+# quickstart preset for the drawn data does not change this benchmark (it did once:
+# small backbone, batch 8, lr 0.01 gave AP 0.43 at step 500).
+OVERFIT_SETTINGS = ("model.backbone=tiny", "train.batch_size=4", "train.learning_rate=0.004",
+                    "train.warmup_steps=50")
+
+
 def write_subset(annotation_file: Path, image_dir: Path, root: Path, count: int) -> dict:
     """The first ``count`` images with an annotated person as ``root``'s split ``overfit``
     (JSON + symlinked images); the subset's image and people counts."""
@@ -88,7 +95,8 @@ def main(argv=None) -> dict:
         f"data.coco_root={work / 'data'}", f"data.train_split={SPLIT}",
         f"data.val_split={SPLIT}", f"train.steps={steps}", f"model.input_size={args.size}",
         f"train.checkpoint_every={steps}", f"train.eval_every={args.phase_steps}",
-        f"train.eval_images={args.images}", "train.tensorboard=false", *args.overrides])
+        f"train.eval_images={args.images}", "train.tensorboard=false",
+        *OVERFIT_SETTINGS, *args.overrides])
     ds = make_dataset(cfg, SPLIT, cache_dir=work / "run" / "data_cache", training=True,
                       augment=False, empty_image_rate=0.0, seed=args.seed, progress=False)
     phases: list[list[float]] = []
