@@ -14,6 +14,9 @@ negated). Maps are averaged as probabilities (sigmoid first) and offsets; the ma
 scales are resampled onto the first scale's grid, their offsets rescaled to its pixels
 (:func:`merge_scales`). The decoder (``post_proc.Decoder``) returns people in original
 image pixels through the :class:`strongpose.geometry.ImageTransform` of the first scale.
+An image larger than ``max_side`` (4096) is downscaled on reading; its people's keypoints
+and boxes are moved back to the file's pixels, its masks stay at the downscaled size
+(:class:`Prediction`).
 """
 
 from __future__ import annotations
@@ -93,6 +96,40 @@ def shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     f = max_side / max(h, w)
     size = (max(2, int(round(w * f))), max(2, int(round(h * f))))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), size[0] / w
+
+
+def rescale_people(people: Sequence[Person], from_size: tuple[int, int],
+                   to_size: tuple[int, int]) -> list[Person]:
+    """People's keypoints and boxes moved from an image of ``from_size`` (H, W) to the same
+    image resized to ``to_size`` (masks unchanged).
+
+    Pixel centres map as in an area/bilinear resize (OpenCV's convention, each axis with its
+    own factor): ``x' = (x + 0.5) * W'/W - 0.5``; a box's corner moves like a point and its
+    size scales. The people are new objects; the inputs are not changed.
+    """
+    if tuple(from_size) == tuple(to_size):
+        return list(people)
+    fy, fx = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    factor = np.array([fx, fy], np.float32)
+    out = []
+    for p in people:
+        kps = np.array(p.keypoints, np.float32, copy=True)
+        kps[:, :2] = (kps[:, :2] + 0.5) * factor - 0.5
+        kps[:, :2] = np.clip(kps[:, :2], 0, np.array([to_size[1] - 1, to_size[0] - 1], np.float32))
+        x, y, bw, bh = p.box
+        box = (float((x + 0.5) * fx - 0.5), float((y + 0.5) * fy - 0.5), float(bw * fx), float(bh * fy))
+        out.append(dataclasses.replace(p, keypoints=kps, box=box))
+    return out
+
+
+def full_size_mask(mask: Optional[np.ndarray], size: tuple[int, int]) -> Optional[np.ndarray]:
+    """A person's bool mask resized (nearest) to ``size`` (H, W): a downscaled image's mask
+    in the original's pixels (see :class:`Prediction`); None stays None."""
+    if mask is None or tuple(mask.shape[:2]) == tuple(size):
+        return mask
+    up = cv2.resize(np.ascontiguousarray(mask, np.uint8), (int(size[1]), int(size[0])),
+                    interpolation=cv2.INTER_NEAREST)
+    return up.astype(bool)
 
 
 # ----------------------------------------------------------------------- merging
@@ -266,18 +303,36 @@ def load_network(source: str | os.PathLike, cfg: Config | None = None,
 # ----------------------------------------------------------------------- predicting
 @dataclass
 class Prediction:
-    """One image's result; people are in the pixels of ``image``: the input's own, except
-    for an input larger than ``max_side``, downscaled on reading by ``source_scale``
-    (divide coordinates by it for the file's pixels)."""
+    """One image's result.
+
+    Keypoints and boxes are in the input's own pixels (the file's, or the array's), always.
+    An input whose longer side exceeds ``Predictor.max_side`` is downscaled on reading
+    (``image`` is the downscaled picture, ``source_scale`` < 1 its factor) and the network
+    runs on that; the people found are then moved back to the original pixels
+    (:func:`rescale_people`), but their masks stay at ``image``'s size: a full-size mask of
+    an 8000x6000 photo is 48 MB per person, which is what ``max_side`` bounds. Below
+    ``max_side`` (every normal photo) the masks are at the original size too.
+    :meth:`people_in_image` gives the people in ``image``'s pixels, for drawing on it.
+    """
 
     source: str                                   # the input's name (path, or array shape)
-    people: list[Person]
-    image: np.ndarray                             # the RGB uint8 image read
-    transform: geometry.ImageTransform            # original -> first scale's input
+    people: list[Person]                          # keypoints, boxes: original pixels
+    image: np.ndarray                             # the RGB uint8 image the network saw (read, maybe downscaled)
+    transform: geometry.ImageTransform            # ``image`` -> first scale's input
     maps: Optional[dict[str, np.ndarray]] = None  # merged probability maps, when asked
     source_scale: float = 1.0                     # < 1: a huge input was downscaled to ``image``
+    original_size: tuple[int, int] = (0, 0)       # (H, W) of the input; (0, 0): ``image``'s
     network_s: float = 0.0                        # this image's share of network time
     decode_s: float = 0.0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the input, the pixels ``people``'s keypoints and boxes are in."""
+        return tuple(self.original_size) if self.original_size[0] else tuple(self.image.shape[:2])
+
+    def people_in_image(self) -> list[Person]:
+        """``people`` with keypoints and boxes in ``image``'s pixels (masks already are)."""
+        return rescale_people(self.people, self.size, self.image.shape[:2])
 
 
 @dataclass
@@ -304,6 +359,7 @@ class _Batch:
     sources: list[str]
     images: list[np.ndarray]
     source_scales: list[float]
+    original_sizes: list[tuple[int, int]]
     inputs: list[list[np.ndarray]]                # per scale: (H, W, 3) inputs
     transforms: list[list[geometry.ImageTransform]]
 
@@ -320,8 +376,10 @@ class Predictor:
         scales: factors on ``input_size``; maps are merged onto the first one's grid.
         flip: also run the mirrored input and average.
         keep_maps: keep each image's merged maps in its :class:`Prediction` (for drawing).
-        max_side: images with a longer side are downscaled to it on reading (bounded
-            memory for masks: an 8000x6000 photo would need 48 MB per person's mask).
+        max_side: images with a longer side are downscaled to it on reading and run at
+            that size; their people's keypoints and boxes still come back in the input's
+            pixels, their masks at the downscaled size (bounded memory: a full-size mask
+            of an 8000x6000 photo is 48 MB per person). See :class:`Prediction`.
         stride: the network's output stride (default ``cfg.eval_output_stride``; training's
             validation passes ``cfg.model.output_stride``, its network's).
     """
@@ -407,6 +465,7 @@ class Predictor:
                     raise
                 on_error(name, err)
                 continue
+            original_size = rgb.shape[:2]
             rgb, source_scale = shrink(rgb, self.max_side)
             inputs, transforms = [], []
             for s in self.scales:
@@ -419,10 +478,11 @@ class Predictor:
                 yield batch
                 batch = None
             if batch is None:
-                batch = _Batch([], [], [], [[] for _ in self.scales], [])
+                batch = _Batch([], [], [], [], [[] for _ in self.scales], [])
             batch.sources.append(name)
             batch.images.append(rgb)
             batch.source_scales.append(source_scale)
+            batch.original_sizes.append(original_size)
             for k, x in enumerate(inputs):
                 batch.inputs[k].append(x)
             batch.transforms.append(transforms)
@@ -462,12 +522,14 @@ class Predictor:
             image_maps = [{k: v[b] for k, v in m.items()} for m in per_scale]
             ts = batch.transforms[b]
             merged = image_maps[0] if len(ts) == 1 else merge_scales(image_maps, ts, self.stride)
-            people = self.decoder(merged, ts[0])
+            people = rescale_people(self.decoder(merged, ts[0]), batch.images[b].shape[:2],
+                                    batch.original_sizes[b])
             dt = time.perf_counter() - t0
             self.timing.decode_s += dt
             self.timing.images += 1
             results.append(Prediction(source=batch.sources[b], people=people, image=batch.images[b],
                                       transform=ts[0], maps=merged if self.keep_maps else None,
                                       network_s=net_s / n, decode_s=dt,
-                                      source_scale=batch.source_scales[b]))
+                                      source_scale=batch.source_scales[b],
+                                      original_size=batch.original_sizes[b]))
         return results

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from strongpose.evaluation import evaluate, people_to_results
-from strongpose.predictor import Predictor, model_network
+from strongpose.predictor import Prediction as ImagePrediction, Predictor, full_size_mask, model_network
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -81,7 +81,6 @@ def predict_images(predictor: Predictor, images: Sequence[tuple[int, str | os.Pa
     ``keep_masks=False`` leaves the masks out of the results (keypoints-only scoring, the
     test-dev file); ``progress`` shows a bar on stderr.
     """
-    import dataclasses
     import sys
 
     from tqdm import tqdm
@@ -96,15 +95,25 @@ def predict_images(predictor: Predictor, images: Sequence[tuple[int, str | os.Pa
 
     for pred in predictor.predict(list(id_of), batch_size=batch_size, on_error=failed):
         image_id = id_of[pred.source]
-        people = pred.people if keep_masks else [dataclasses.replace(p, mask=None)
-                                                 for p in pred.people]
-        out.results.extend(people_to_results(people, image_id))
+        out.results.extend(_results(pred, image_id, keep_masks))
         out.image_ids.append(image_id)
         if keep_people:
             out.people[image_id] = pred.people
         bar.update(1)
     bar.close()
     return out
+
+
+def _results(pred: ImagePrediction, image_id: int, keep_masks: bool) -> list[dict]:
+    """One image's COCO results; masks of a downscaled huge image (at ``pred.image``'s size)
+    are brought to the original size one person at a time, for the RLE."""
+    if not keep_masks:
+        return people_to_results([replace(p, mask=None) for p in pred.people], image_id)
+    if pred.size == pred.image.shape[:2]:
+        return people_to_results(pred.people, image_id)
+    return [r for p in pred.people
+            for r in people_to_results([replace(p, mask=full_size_mask(p.mask, pred.size))],
+                                       image_id)]
 
 
 def predict_split(network: "keras.Model", cfg: "Config",

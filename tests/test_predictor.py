@@ -7,8 +7,8 @@ from strongpose import geometry
 from strongpose.coco import CocoKeypoints
 from strongpose.config import load_config
 from strongpose.images import ImageError, read_image
-from strongpose.predictor import (Predictor, find_weights, fit_transform, load_network,
-                                  merge_scales, prepare)
+from strongpose.predictor import (Predictor, find_weights, fit_transform, full_size_mask,
+                                  load_network, merge_scales, prepare, rescale_people)
 from strongpose.synthetic import write_dataset
 from stub_network import TargetsNetwork
 
@@ -139,9 +139,68 @@ def test_untrained_network_runs_end_to_end(cfg):
             assert (p.keypoints[:, 0] <= r.image.shape[1] - 1).all()
     s = predictor.timing.summary()
     assert s["images"] == 2 and all(r.source_scale == 1.0 for r in results)
-    huge = next(predictor.predict([np.full((6000, 8000, 3), 90, np.uint8)]))
+    assert s["network_s"] > 0 and s["decode_s"] > 0
+
+
+HUGE = (6000, 8000)          # (H, W): downscaled on reading to 3072 x 4096
+
+
+@pytest.fixture(scope="module")
+def huge_case(cfg, tmp_path_factory):
+    """A 97 x 129 synthetic scene (the network input of a 6000 x 8000 picture at input
+    size 129) and a stub that returns its exact maps whatever the input's content."""
+    root = tmp_path_factory.mktemp("huge")
+    t, _, padded = fit_transform(*HUGE, SIZE, cfg.eval_output_stride)
+    assert padded == (97, 129)
+    ann = write_dataset(root, split="val", images=1, size=padded, people=(2, 2), seed=5,
+                        crowd_rate=0.0, empty_rate=0.0, mask_only_rate=0.0, unlabelled_rate=0.0)
+    coco = CocoKeypoints(ann, image_dir=root / "val")
+    i = coco.image_ids[0]
+    gt = coco.ground_truth(i, cfg.skeleton, cfg.codec.max_people)
+    known = _stub(cfg, coco, [i], flip=False)
+    maps = next(iter(known.known.values()))
+    network = lambda x: {k: np.repeat(v[None], len(x), 0) for k, v in maps.items()}  # noqa: E731
+    return gt, network
+
+
+def test_huge_image_people_come_back_in_the_files_pixels(cfg, huge_case):
+    gt, network = huge_case
+    huge = next(Predictor(network, cfg).predict([np.full(HUGE + (3,), 90, np.uint8)]))
     assert huge.image.shape == (3072, 4096, 3) and huge.source_scale == pytest.approx(0.512)
-    assert all(p.mask is None or p.mask.shape == (3072, 4096) for p in huge.people) and s["network_s"] > 0 and s["decode_s"] > 0
+    assert huge.size == HUGE and len(huge.people) == gt.num_people
+    # Input pixel x is original pixel x * (W - 1) / 128 (align-corners overall; the two
+    # resizes agree with this to about one original pixel).
+    expected = gt.keypoints[:gt.num_people, :, :2] * np.float32((HUGE[1] - 1) / (SIZE - 1))
+    found = np.array([p.keypoints[:, :2] for p in huge.people])
+    labelled = gt.keypoints[:gt.num_people, :, 2] > 0
+    for kp, seen in zip(expected, labelled):
+        err = np.linalg.norm(found - kp[None], axis=-1)[:, seen].mean(axis=1)
+        assert err.min() < 2.0 * (HUGE[1] - 1) / (SIZE - 1)     # 2 input pixels, ~125 here
+    for p in huge.people:
+        x, y, w, h = p.box
+        kps = p.keypoints[p.keypoints[:, 2] > 0, :2]
+        assert (kps >= np.array([x, y]) - 1).all() and (kps <= np.array([x + w, y + h]) + 1).all()
+        assert p.mask.shape == (3072, 4096) and p.mask.any()      # masks: the downscaled size
+        assert full_size_mask(p.mask, huge.size).shape == HUGE
+    # For drawing on the downscaled image: the same people in its pixels.
+    drawn = huge.people_in_image()
+    np.testing.assert_allclose(drawn[0].keypoints[:, :2],
+                               (huge.people[0].keypoints[:, :2] + 0.5) * 0.512 - 0.5, atol=1e-2)
+    ys, xs = np.nonzero(drawn[0].mask)
+    bx, by, bw, bh = drawn[0].box
+    assert bx <= xs.min() + 1 and xs.max() <= bx + bw + 1 and by <= ys.min() + 1 and ys.max() <= by + bh + 1
+
+
+def test_rescale_people_round_trips():
+    from strongpose.post_proc import Person
+    kps = np.array([[10.0, 20.0, 0.9], [4000.0, 3000.0, 0.5]], np.float32)
+    p = Person(keypoints=kps.copy(), score=0.7, box=(10.0, 20.0, 3990.0, 2980.0))
+    there = rescale_people([p], (6000, 8000), (3072, 4096))[0]
+    back = rescale_people([there], (3072, 4096), (6000, 8000))[0]
+    np.testing.assert_allclose(back.keypoints, kps, atol=1e-2)
+    np.testing.assert_allclose(back.box, p.box, atol=1e-2)
+    assert there.keypoints[1, 0] == pytest.approx(4000.5 * 0.512 - 0.5)
+    np.testing.assert_array_equal(p.keypoints, kps)          # the input is not changed
 
 
 @pytest.mark.slow

@@ -123,3 +123,20 @@ def test_bad_arguments(data_root):
         split_images(cfg, "val", limit=0)
     with pytest.raises(FileNotFoundError):
         split_images(cfg, "nope")
+
+
+def test_masks_of_a_picture_over_max_side_are_scored_at_its_size(tmp_path):
+    """A picture over ``max_side`` runs downscaled; its RLE masks are at the file's size."""
+    import cv2
+    from strongpose.predictor import Predictor
+    from strongpose.validation import predict_images
+    cfg = load_config("tiny", ["model.input_size=129", "decoder.max_people=3"])
+    path = tmp_path / "wide.png"
+    picture = (np.random.default_rng(0).random((20, 280, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(path), cv2.resize(picture, (4200, 300), interpolation=cv2.INTER_NEAREST))
+    predictor = Predictor.from_config(cfg)
+    pred = predict_images(predictor, [(7, path)])
+    assert pred.image_ids == [7] and pred.results, "the untrained model should find noise people"
+    for r in pred.results:
+        assert r["segmentation"]["size"] == [300, 4200]
+        assert max(r["keypoints"][0::3]) <= 4199
