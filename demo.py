@@ -7,10 +7,12 @@
     python demo.py photo.jpg --maps                  # also the maps: photo_maps/*.jpg
 
 For each picture, OUTPUT_DIR gets ``NAME.jpg`` (skeletons, boxes and instance masks drawn)
-and ``NAME.json`` (the people: keypoints x, y, score in the picture's pixels, score, box);
+and ``NAME.json`` (the people: keypoints x, y, score in the picture's pixels, score, box;
+a picture over 4096 pixels on a side is drawn downscaled, its JSON stays in its pixels);
 with ``--maps`` also ``NAME_maps/{heatmap,hough,short,mid,long,body,masks}.jpg``. A video
 or webcam gives ``NAME.mp4`` (annotated) and ``NAME.json`` (people per frame) and prints
-frames/s. Files are written under a temporary name and renamed when complete. A bad input
+frames/s. Only people scoring at least ``--min-score`` (default 0.2) are drawn and listed.
+Files are written under a temporary name and renamed when complete. A bad input
 (unreadable, truncated, not an image, too small, a video that cannot be opened) prints one
 line naming it and the rest goes on; the exit status is 1 if any input failed, else 0.
 WEIGHTS (default runs/tiny) is a training output folder, a weights file or a SavedModel.
@@ -33,6 +35,7 @@ from strongpose import cli  # noqa: E402  (standard library only)
 DEFAULT_WEIGHTS = "runs/tiny"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 EXIT_FAILED = 1
+MIN_SCORE = 0.2          # people scoring less are not drawn nor listed (the decoder keeps all for AP)
 HOW_TO_GET_WEIGHTS = """no trained weights at {weights}. Train a small model first (minutes on a CPU):
     python -m strongpose.synthetic synth --train 200 --val 50
     python train.py --config tiny --data synth --train-split train {weights}
@@ -55,6 +58,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--scales", default="1", help="comma-separated scales on the input size")
     ap.add_argument("--input-size", type=int, default=None, help="longer side at scale 1")
     ap.add_argument("--max-frames", type=int, default=None, help="stop a video or webcam after N frames")
+    ap.add_argument("--min-score", type=float, default=MIN_SCORE,
+                    help=f"draw and list only people scoring at least this (default {MIN_SCORE}; 0: all)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. --set decoder.min_person_score=0.1 (repeatable)")
     args = ap.parse_args(argv)
@@ -131,7 +136,7 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Any], list[str], list[str
         pictures.append(("astronaut", data.astronaut()))
     for item in inputs:
         p = Path(item)
-        if item.isdigit() and not p.exists():
+        if is_webcam(item):
             videos.append(item)
         elif p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
@@ -144,9 +149,14 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Any], list[str], list[str
     return pictures, videos, errors
 
 
+def confident(people, min_score: float) -> list:
+    """The people scoring at least ``min_score``."""
+    return [p for p in people if p.score >= min_score]
+
+
 def run_pictures(predictor, pictures: list[Any], out: Path, names: Names, maps: bool,
-                 failed: list[str]) -> int:
-    """Draw every picture; returns how many were written."""
+                 failed: list[str], min_score: float = MIN_SCORE) -> int:
+    """Draw every picture (people scoring at least ``min_score``); returns how many were written."""
     from strongpose.render import draw_people, render_maps
 
     def report(name: str, err: Exception) -> None:
@@ -159,14 +169,16 @@ def run_pictures(predictor, pictures: list[Any], out: Path, names: Names, maps: 
     for pred in predictor.predict(items, on_error=report):
         label = pred.source
         name = names(label)
+        people = confident(pred.people, min_score)
+        drawn = confident(pred.people_in_image(), min_score)     # a huge input is drawn downscaled
         try:
-            write_image(out / f"{name}.jpg", draw_people(pred.image, pred.people, cfg.skeleton))
-            write_json(out / f"{name}.json", {"image": label, "width": int(pred.image.shape[1]),
-                                              "height": int(pred.image.shape[0]),
-                                              "people": people_json(pred.people)})
+            write_image(out / f"{name}.jpg", draw_people(pred.image, drawn, cfg.skeleton))
+            write_json(out / f"{name}.json", {"image": label, "width": int(pred.size[1]),
+                                              "height": int(pred.size[0]),
+                                              "people": people_json(people)})
             if maps and pred.maps is not None:
                 panels = render_maps(pred.image, pred.maps, pred.transform, cfg.skeleton,
-                                     predictor.stride, cfg.codec.disk_radius, pred.people)
+                                     predictor.stride, cfg.codec.disk_radius, drawn)
                 folder = out / f"{name}_maps"            # drawn first: no half-filled folder
                 folder.mkdir(exist_ok=True)
                 for key, picture in panels.items():
@@ -175,23 +187,47 @@ def run_pictures(predictor, pictures: list[Any], out: Path, names: Names, maps: 
             report(label, err)
             continue
         done += 1
-        print(f"demo.py: {label}: {len(pred.people)} people -> {out / (name + '.jpg')}", file=sys.stderr)
+        print(f"demo.py: {label}: {len(people)} people -> {out / (name + '.jpg')}", file=sys.stderr)
     return done
 
 
+def is_webcam(source: str) -> bool:
+    """Whether an input names a webcam: a number that is not an existing file."""
+    return source.isdigit() and not Path(source).exists()
+
+
+def open_capture(source: int | str):
+    """``cv2.VideoCapture(source)`` without OpenCV's own warnings (a missing camera is
+    reported by the caller in one line)."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.VideoCapture(source)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def run_video(predictor, source: str, out: Path, names: Names, max_frames: Optional[int],
-              failed: list[str]) -> bool:
-    """Annotate a video file or webcam; returns whether it was opened and written."""
+              failed: list[str], min_score: float = MIN_SCORE) -> bool:
+    """Annotate a video file or webcam; returns whether it was opened and written.
+
+    The video ends at its last frame, after ``max_frames``, when a camera stops giving
+    frames (unplugged) or on Ctrl-C (KeyboardInterrupt, while reading or processing): in
+    every case the frames so far are a complete ``NAME.mp4`` and ``NAME.json``.
+    """
     import cv2
 
     from strongpose.render import draw_people
 
-    webcam = source.isdigit() and not Path(source).exists()
+    webcam = is_webcam(source)
     label = f"webcam{source}" if webcam else source
-    cap = cv2.VideoCapture(int(source) if webcam else source)
+    cap = open_capture(int(source) if webcam else source)
     if not cap.isOpened():
         failed.append(label)
-        print(f"demo.py: {label}: cannot be opened as a video", file=sys.stderr)
+        why = f"no camera at index {source} (or it is in use)" if webcam else "cannot be opened as a video"
+        print(f"demo.py: {label}: {why}", file=sys.stderr)
         return False
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     fps = fps if 0 < fps < 1000 else 25.0
@@ -216,14 +252,15 @@ def run_video(predictor, source: str, out: Path, names: Names, max_frames: Optio
 
     try:
         for i, pred in enumerate(predictor.predict(read(), channel_order="bgr")):
-            picture = draw_people(pred.image, pred.people, predictor.cfg.skeleton)
+            picture = draw_people(pred.image, confident(pred.people_in_image(), min_score),
+                                  predictor.cfg.skeleton)
             if writer is None:
                 h, w = picture.shape[:2]
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                 if not writer.isOpened():
                     raise OSError(f"{video_path}: OpenCV cannot write mp4 video here")
             writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-            frames.append({"frame": i, "people": people_json(pred.people)})
+            frames.append({"frame": i, "people": people_json(confident(pred.people, min_score))})
     except KeyboardInterrupt:
         pass
     finally:
@@ -265,9 +302,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pictures, videos, failed = expand_inputs(args.inputs)
     names = Names()
-    written = run_pictures(predictor, pictures, out, names, args.maps, failed) if pictures else 0
+    written = (run_pictures(predictor, pictures, out, names, args.maps, failed, args.min_score)
+               if pictures else 0)
     for video in videos:
-        written += run_video(predictor, video, out, names, args.max_frames, failed)
+        written += run_video(predictor, video, out, names, args.max_frames, failed, args.min_score)
     print(f"demo.py: {written} written to {out}/, {len(failed)} failed", file=sys.stderr)
     return EXIT_FAILED if failed or written == 0 else 0
 

@@ -98,3 +98,124 @@ def test_help_answers_without_tensorflow():
                           "sys.argv=['demo.py','--help']\ntry:\n demo.parse_args()\nexcept SystemExit: pass\n"
                           "print('tensorflow' in sys.modules)"], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip().endswith("False") and "webcam" in out.stdout
+
+
+class FakeCamera:
+    """A webcam that gives ``frames`` frames, then fails to read (unplugged), or raises
+    KeyboardInterrupt at read ``interrupt_at`` (Ctrl-C while waiting for a frame)."""
+
+    opened: list = []
+
+    def __init__(self, index, frames=5, interrupt_at=None, present=True):
+        self.index, self.frames, self.interrupt_at, self.present = index, frames, interrupt_at, present
+        self.reads, self.released = 0, False
+        FakeCamera.opened.append(self)
+
+    def isOpened(self):
+        return self.present
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self):
+        self.reads += 1
+        if self.interrupt_at is not None and self.reads == self.interrupt_at:
+            raise KeyboardInterrupt
+        if self.reads > self.frames:
+            return False, None
+        return True, _picture(seed=self.reads)[..., ::-1].copy()      # BGR, as OpenCV gives
+
+    def release(self):
+        self.released = True
+
+
+@pytest.fixture
+def camera(monkeypatch):
+    """``camera(**options)``: cv2.VideoCapture(int) becomes a FakeCamera; files still open."""
+    real = cv2.VideoCapture
+
+    def install(**options):
+        FakeCamera.opened = []
+        monkeypatch.setattr(cv2, "VideoCapture", lambda source, *a: FakeCamera(source, **options)
+                            if isinstance(source, int) else real(source, *a))
+        return FakeCamera.opened
+    yield install
+    monkeypatch.setattr(cv2, "VideoCapture", real)
+
+
+def _video_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
+
+
+def _check_webcam_output(out: Path, frames: int):
+    assert _video_frames(out / "webcam0.mp4") == frames
+    data = json.loads((out / "webcam0.json").read_text())
+    assert data["video"] == "webcam0" and data["fps"] == 30.0
+    assert [f["frame"] for f in data["frames"]] == list(range(frames))
+    _no_leftovers(out)
+
+
+def test_webcam_until_unplugged(run_dir, tmp_path, camera, capsys):
+    opened = camera(frames=5)
+    code = demo.main(["0", "--weights", str(run_dir), "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and [c.index for c in opened] == [0] and opened[0].released
+    assert any("webcam0: 5 frames" in line and "frames/s" in line for line in err.splitlines()), err
+    _check_webcam_output(tmp_path, 5)
+
+
+@pytest.mark.parametrize("where", ["reading", pytest.param("drawing", marks=pytest.mark.slow)])
+def test_ctrl_c_saves_the_frames_so_far(run_dir, tmp_path, camera, monkeypatch, capsys, where):
+    if where == "reading":
+        opened = camera(frames=100, interrupt_at=4)          # 3 frames, then Ctrl-C
+    else:
+        opened = camera(frames=100)
+        import strongpose.render as render
+        real_draw, calls = render.draw_people, []
+
+        def draw(*args, **kw):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            return real_draw(*args, **kw)
+        monkeypatch.setattr(render, "draw_people", draw)
+    code = demo.main(["0", "--weights", str(run_dir), "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and opened[0].released and "webcam0: 3 frames" in err
+    _check_webcam_output(tmp_path, 3)
+
+
+def test_webcam_index_without_camera_is_one_line(run_dir, tmp_path, camera, capsys):
+    camera(present=False)
+    code = demo.main(["3", "--weights", str(run_dir), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "webcam3" in line]
+    assert code == 1 and lines == ["demo.py: webcam3: no camera at index 3 (or it is in use)"]
+    assert not list((tmp_path / "o").iterdir())
+
+
+def test_min_score_and_a_picture_over_max_side(run_dir, tmp_path, capsys):
+    wide = tmp_path / "wide.png"                     # longer side 4200 > 4096: drawn downscaled
+    cv2.imwrite(str(wide), cv2.resize(_picture(), (4200, 300), interpolation=cv2.INTER_NEAREST))
+    every = tmp_path / "all"
+    assert demo.main([str(wide), "--weights", str(run_dir), "--output-dir", str(every),
+                      "--min-score", "0"]) == 0
+    data = json.loads((every / "wide.json").read_text())
+    assert (data["width"], data["height"]) == (4200, 300)          # the file's pixels
+    assert cv2.imread(str(every / "wide.jpg")).shape[:2] == (293, 4096)
+    scores = sorted(p["score"] for p in data["people"])
+    assert len(scores) >= 2 and scores[0] < scores[-1], "the untrained model should find noise people"
+    xs = [kp[0] for p in data["people"] for kp in p["keypoints"]]
+    assert max(xs) <= 4199 and max(xs) > 4096 * 0.5             # keypoints span the file's width
+    threshold = scores[len(scores) // 2]
+    some = tmp_path / "some"
+    assert demo.main([str(wide), "--weights", str(run_dir), "--output-dir", str(some),
+                      "--min-score", str(threshold)]) == 0
+    kept = [p["score"] for p in json.loads((some / "wide.json").read_text())["people"]]
+    assert kept and min(kept) >= threshold and len(kept) < len(scores)
+    capsys.readouterr()
