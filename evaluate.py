@@ -84,13 +84,23 @@ def image_list(annotation_file: Path) -> tuple[list[dict[str, Any]], bool]:
     return images, "annotations" in data
 
 
+def annotation_split(ann: Path) -> str:
+    """The split name in a results file name for an annotation file: its stem without
+    ``person_keypoints_`` / ``image_info_`` (``person_keypoints_val2017.json`` -> val2017),
+    or its folder's name when nothing else is left (``my/person_keypoints.json`` -> my)."""
+    stem = ann.stem
+    for prefix in ("person_keypoints", "image_info"):
+        if stem == prefix or stem.startswith(prefix + "_"):
+            stem = stem[len(prefix) + 1:]
+    return stem or ann.resolve().parent.name or "custom"
+
+
 def resolve_inputs(args: argparse.Namespace, cfg) -> tuple[Path, Path, str]:
     """(annotation file, image folder, split name) from the arguments and config."""
     if args.annotations:
         ann = Path(args.annotations)
         images = Path(args.images) if args.images else ann.parent.parent / "images"
-        split = ann.stem.replace("person_keypoints_", "").replace("image_info_", "")
-        return ann, images, split
+        return ann, images, annotation_split(ann)
     root = Path(args.data or cfg.data.coco_root)
     split = args.split or cfg.data.val_split
     if split == TEST_DEV:

@@ -113,3 +113,11 @@ def test_training_validation_gives_evaluate_py_figures_and_results(data, capsys)
     written = json.loads(Path(summary["results"]).read_text())
     assert pred.results and written == json.loads(json.dumps(pred.results))
     assert {k: summary[k] for k in METRIC_NAMES} == figures
+
+
+@pytest.mark.parametrize("path, split", [("coco/annotations/person_keypoints_val2017.json", "val2017"),
+                                         ("coco/annotations/image_info_test-dev2017.json", "test-dev2017"),
+                                         ("my/person_keypoints.json", "my"),
+                                         ("my/crowd_set.json", "crowd_set")])
+def test_results_file_split_name_from_annotations(path, split):
+    assert evaluate.annotation_split(Path(path)) == split
