@@ -6,8 +6,7 @@
   training); ``val_AP``, ``val_AP50``, ... go into the logs (the batch's, and every later
   epoch's, so ``CSVLogger`` and ``History`` see them); a better AP writes the evaluated
   weights to ``best.weights.h5`` and ``best.json`` (AP, step) in the output folder, each
-  written to a temporary file and moved into place with ``os.replace`` (a kill never
-  leaves half a file). A resumed run reads ``best.json`` and keeps the best so far.
+  written with :func:`strongpose.files.atomic_write` (a kill never leaves half a file). A resumed run reads ``best.json`` and keeps the best so far.
 - :class:`TensorBoardScalars`: every ``every`` steps, each number in the logs (loss
   terms, ``val_*``) and the learning rate as TensorBoard scalars.
 - :class:`TensorBoardImages`: at each evaluation, predicted vs target maps (keypoint heat
@@ -31,6 +30,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import keras
 import numpy as np
 from keras import ops
+
+from strongpose.files import atomic_write
 
 BEST_WEIGHTS_FILE = "best.weights.h5"
 BEST_FILE = "best.json"
@@ -71,21 +72,6 @@ def ema_weights(optimizer: Optional[keras.optimizers.Optimizer]) -> Iterator[boo
 
 
 # ------------------------------------------------------------------ files
-def replace_file(write: Callable[[Path], Any], path: Path) -> Path:
-    """``write(tmp)`` then ``os.replace(tmp, path)``; the temporary file is removed on failure.
-    The temporary name keeps ``path``'s suffixes (Keras wants ``.weights.h5``)."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def read_best(output_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
     """``best.json`` of a run folder (``{"AP", "step", ...}``), or None."""
     path = Path(output_dir) / BEST_FILE
@@ -170,9 +156,9 @@ class ValidationAP(keras.callbacks.Callback):
     def _save_best(self, figures: Mapping[str, float], step: int) -> None:
         if self.output_dir is None:
             return
-        replace_file(lambda p: self.network.save_weights(str(p)), self.best_path)
-        replace_file(lambda p: p.write_text(json.dumps({"step": step, **figures}, indent=1)),
-                     self.output_dir / BEST_FILE)
+        atomic_write(self.best_path, lambda p: self.network.save_weights(str(p)))
+        atomic_write(self.output_dir / BEST_FILE,
+                     lambda p: p.write_text(json.dumps({"step": step, **figures}, indent=1)))
 
 
 # ----------------------------------------------------------------- TensorBoard
