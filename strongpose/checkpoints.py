@@ -241,7 +241,8 @@ class CheckpointManager:
             latest = self.latest()
             kept = (f"the latest complete checkpoint is {latest.path} (step {latest.step})"
                     if latest is not None else "there is no complete checkpoint")
-            raise OSError(f"cannot write checkpoint {final}: {exc.strerror or exc}; {kept}") from exc
+            raise OSError(f"cannot write checkpoint {final}: {exc.strerror or exc}; "
+                          f"{kept}") from exc
         if final.exists():   # the same step again (e.g. after a resume): swap it out
             old = self.directory / f"{TMP_PREFIX}old-{name}-{os.getpid()}"
             final.rename(old)
@@ -354,9 +355,9 @@ class CheckpointSaver(keras.callbacks.Callback):
     Put it last among the callbacks: one that raises at a batch's end (the NaN guard)
     then prevents the checkpoint of that state. A checkpoint that cannot be written (e.g.
     disk full) raises OSError, naming the step and the previous checkpoint, which stays
-    complete and loadable (nothing is pruned before a write succeeds). The checkpoint at ``last_step`` is written
-    at that batch's end, before ``fit`` swaps the EMA weights in, so it holds the raw
-    weights a longer run would continue from.
+    complete and loadable (nothing is pruned before a write succeeds). The checkpoint at
+    ``last_step`` is written at that batch's end, before ``fit`` swaps the EMA weights
+    in, so it holds the raw weights a longer run would continue from.
     """
 
     def __init__(self, manager: CheckpointManager, every: int, *, first_step: int,

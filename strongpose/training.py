@@ -443,7 +443,8 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
 
     (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     throughput = Throughput(batch_size)
-    watchers, validation = watching_callbacks(cfg, out, network, progress=verbose not in (0, "0"))
+    watchers, validation = watching_callbacks(cfg, out, network, progress=verbose not in (0, "0"),
+                                              first_step=start)
     saver = checkpoints.CheckpointSaver(
         manager, int(cfg.train.checkpoint_every), first_step=start, last_step=steps,
         first_example=start_example, batch_size=batch_size,

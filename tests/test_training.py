@@ -265,6 +265,37 @@ def test_validation_callback_evaluates_ema_weights_and_restores_training_weights
         assert not swapped
 
 
+def test_watching_callbacks_touch_the_model_only_when_due(tmp_path):
+    """ValidationAP and TensorBoardScalars count the steps themselves (from first_step, or
+    the optimizer's count at the start): between their due steps they never read
+    ``self.model`` (on JAX every read copies the whole training state back to the model)."""
+    from strongpose.callbacks import TensorBoardScalars, ValidationAP
+
+    def watched(cls):
+        class Watched(cls):
+            @property
+            def model(self):
+                self.touched.append(self.step)
+                return self._model
+        return Watched
+
+    model = _small_model(ema=True)
+    val = watched(ValidationAP)(lambda net: {"AP": 0.1}, model, every=4, total_steps=10)
+    board = watched(TensorBoardScalars)(tmp_path / "board", every=3)
+    val.touched, board.touched = [], []
+    _fit(model, 10, [val, board])
+    assert [s for s, _ in val.history] == [4, 8, 10]
+    assert set(val.touched) == {0, 4, 8, 10}              # the start, then when due
+    assert set(board.touched) == {0, 3, 6, 9}
+    assert len(_event_tags(tmp_path / "board")) > 0
+    # A resumed run: counted from first_step (not read from the model).
+    resumed = watched(ValidationAP)(lambda net: {"AP": 0.2}, model, every=4, total_steps=14,
+                                    first_step=10)
+    resumed.touched = []
+    _fit(model, 4, [resumed])
+    assert [s for s, _ in resumed.history] == [12, 14] and set(resumed.touched) == {12, 14}
+
+
 def _event_tags(folder):
     """{tag: plugin name} of the summaries in a folder's event files."""
     tags = {}
