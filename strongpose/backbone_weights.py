@@ -16,8 +16,8 @@ Sources (``load_backbone_weights(backbone, source, depth)``):
 The classifier (Keras ``predictions``, slim ``logits``) and slim's ``global_step`` are known
 extras and skipped. Anything else that does not match (a missing or unexpected variable, a
 wrong shape) raises :class:`WeightsMismatchError` before anything is assigned: a backbone
-is never half loaded. When the source is for another depth (its units per stack, read off
-its 3x3 kernels by :func:`detect_depth`, are another backbone's) the error says so first:
+is never half loaded. When the source is for another backbone (its widths and units per
+stack, read off its 3x3 kernels by :func:`detect_depth`, are another's) the error says so first:
 "weights from X are for resnet50, the backbone is resnet101"; then a few of the offenders.
 """
 
@@ -260,26 +260,36 @@ def read_slim_checkpoint(prefix: str, backbone: keras.Model, scope: Optional[str
 
 
 # ------------------------------------------------------------- depth
-def units_per_stack(kernel_shapes: Iterable[Iterable[int]]) -> tuple[int, ...]:
-    """Bottleneck units per stack of a ResNet v2, counted from its kernel shapes.
+def stacks_of(kernel_shapes: Iterable[Iterable[int]]) -> tuple[tuple[int, int], ...]:
+    """``(bottleneck width, units)`` per stack of a ResNet v2, read off its kernel shapes.
 
     Every bottleneck unit has exactly one 3x3 convolution, whose output width is the
     bottleneck width of its stack (one width per stack, growing stack by stack); so the
-    3x3 kernels counted by output width, narrowest first, are the units per stack:
-    ``(3, 4, 23, 3)`` for ResNet-101. Shapes are ``(h, w, in, out)`` (Keras and TF-slim).
+    3x3 kernels counted by output width, narrowest first, are the stacks:
+    ``((64, 3), (128, 4), (256, 23), (512, 3))`` for ResNet-101 (the form of
+    ``BackboneSpec.stacks``). Shapes are ``(h, w, in, out)`` (Keras and TF-slim).
     """
     widths = Counter(int(shape[3]) for shape in map(tuple, kernel_shapes)
                      if len(shape) == 4 and shape[0] == 3 and shape[1] == 3)
-    return tuple(widths[w] for w in sorted(widths))
+    return tuple((w, widths[w]) for w in sorted(widths))
 
 
-def depth_for_units(units: Iterable[int]) -> Optional[str]:
-    """The backbone (``backbones.SPECS``) with these units per stack, or None."""
-    units = tuple(units)
-    for name, spec in SPECS.items():
-        if spec.units == units:
-            return name
-    return None
+def units_per_stack(kernel_shapes: Iterable[Iterable[int]]) -> tuple[int, ...]:
+    """Bottleneck units per stack (:func:`stacks_of` without the widths): ``(3, 4, 23, 3)``
+    for ResNet-101."""
+    return tuple(units for _, units in stacks_of(kernel_shapes))
+
+
+def depth_for_units(units: Iterable[int], widths: Optional[Iterable[int]] = None) -> Optional[str]:
+    """The backbone (``backbones.SPECS``) with these units per stack and, when given, these
+    bottleneck widths; None when there is none, or when (without widths) several backbones
+    have these units ("tiny" and "small" both have ``(2, 2, 2, 2)``)."""
+    units = tuple(int(u) for u in units)
+    found = [name for name, spec in SPECS.items() if spec.units == units]
+    if widths is not None:
+        stacks = tuple(zip((int(w) for w in widths), units))
+        found = [name for name in found if tuple(SPECS[name].stacks) == stacks]
+    return found[0] if len(found) == 1 else None
 
 
 def _source_kernel_shapes(source: str) -> list[tuple[int, ...]]:
@@ -302,11 +312,12 @@ def _source_kernel_shapes(source: str) -> list[tuple[int, ...]]:
 def detect_depth(source: str) -> Optional[str]:
     """Which backbone (``"resnet50"``, ...) a weights file or TF-slim checkpoint is for.
 
-    Read off the units per stack of its 3x3 kernels (:func:`units_per_stack`); None when
-    ``source`` cannot be read or its units are no known backbone's.
+    Read off the widths and units per stack of its 3x3 kernels (:func:`stacks_of`); None
+    when ``source`` cannot be read or its stacks are no known backbone's.
     """
     try:
-        return depth_for_units(units_per_stack(_source_kernel_shapes(source)))
+        stacks = stacks_of(_source_kernel_shapes(source))
+        return depth_for_units([u for _, u in stacks], widths=[w for w, _ in stacks])
     except (OSError, ValueError, tf.errors.OpError):
         return None
 

@@ -49,12 +49,15 @@ from typing import Any, Iterator, Mapping, Optional
 
 import keras
 
+from strongpose.files import TMP_PREFIX, atomic_write
+from strongpose.files import fsync_dir as _fsync_dir
+from strongpose.files import fsync_file as _fsync_file
+
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.weights.h5"
 MANIFEST_FILE = "checkpoint.json"
 FORMAT = 1
 PREFIX = "step-"
-TMP_PREFIX = ".tmp-"
 # model.* keys that change the variables (a checkpoint of another value cannot be loaded).
 ARCHITECTURE_KEYS = ("backbone", "intermediate_supervision", "head_channels", "freeze_batchnorm")
 
@@ -102,25 +105,59 @@ def variable_signature(model: keras.Model) -> dict[str, Any]:
             "optimizer": len(opt_vars), "optimizer_sha1": digest(opt_vars)}
 
 
+# ------------------------------------------------------------------ disk space
+FLOAT_BYTES = 4          # every variable is float32 (also under mixed precision)
+ADAM_SLOTS = 2           # momentum and velocity per variable
+H5_OVERHEAD = 1 << 20    # per weights file: HDF5 headers (a few KB per variable), rounded up
+
+
+def estimated_parameters(cfg: Any) -> int:
+    """The network's variable count (batch-norm statistics included) for ``cfg``, counted
+    from the backbone's spec and the heads without building anything."""
+    from strongpose import maps
+    from strongpose.backbones import SPECS
+    from strongpose.resnet_v2 import MID_STACK
+
+    m, skeleton = cfg.model, cfg.skeleton
+    spec = SPECS[m.backbone]
+    width = spec.root_filters
+    count = 7 * 7 * 3 * width + width                      # conv1 (with bias)
+    for filters, units in spec.stacks:
+        for unit in range(units):
+            count += 4 * width                             # preact batch norm
+            if unit == 0:                                  # projection shortcut
+                count += width * 4 * filters + 4 * filters
+            count += width * filters + 4 * filters         # 1x1 (no bias) + batch norm
+            count += 9 * filters * filters + 4 * filters   # 3x3 (no bias) + batch norm
+            count += filters * 4 * filters + 4 * filters   # 1x1 with bias
+            width = 4 * filters
+    count += 4 * width                                     # post batch norm
+
+    def heads(features: int, specs: Any) -> int:
+        n, hc = 0, int(m.head_channels)
+        if hc > 0:                                         # the shared 3x3 conv
+            n, features = 9 * features * hc + hc, hc
+        return n + sum(features * s.channels(skeleton) + s.channels(skeleton) for s in specs)
+
+    count += heads(width, maps.MAPS)
+    if m.intermediate_supervision:
+        count += heads(4 * spec.stacks[MID_STACK][0], [maps.SPECS[k] for k in maps.INTERMEDIATE])
+    return count
+
+
+def checkpoint_bytes(cfg: Any) -> int:
+    """About the size of one checkpoint of ``cfg``: the weights, Adam's two slots and (with
+    ``train.polyak_decay > 0``) the EMA weights, float32."""
+    copies = 1 + ADAM_SLOTS + (1 if cfg.train.polyak_decay > 0 else 0)
+    return copies * FLOAT_BYTES * estimated_parameters(cfg) + H5_OVERHEAD
+
+
+def weights_bytes(cfg: Any) -> int:
+    """About the size of a weights file of ``cfg``'s network (``model.weights.h5``)."""
+    return FLOAT_BYTES * estimated_parameters(cfg) + H5_OVERHEAD
+
+
 # ------------------------------------------------------------------ files
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:        # e.g. a platform without directory descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _step_of(name: str) -> Optional[int]:
     if not name.startswith(PREFIX):
         return None
@@ -197,9 +234,15 @@ class CheckpointManager:
                 shutil.rmtree(tmp)
             tmp.mkdir()
             self._write(tmp, model, step, examples, info)
-        except OSError as exc:        # e.g. disk full: no half-written checkpoint stays
+        except BaseException as exc:  # e.g. disk full: no half-written checkpoint stays
             shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(f"cannot write checkpoint {final}: {exc.strerror or exc}") from exc
+            if not isinstance(exc, OSError):
+                raise
+            latest = self.latest()
+            kept = (f"the latest complete checkpoint is {latest.path} (step {latest.step})"
+                    if latest is not None else "there is no complete checkpoint")
+            raise OSError(f"cannot write checkpoint {final}: {exc.strerror or exc}; "
+                          f"{kept}") from exc
         if final.exists():   # the same step again (e.g. after a resume): swap it out
             old = self.directory / f"{TMP_PREFIX}old-{name}-{os.getpid()}"
             final.rename(old)
@@ -310,9 +353,11 @@ class CheckpointSaver(keras.callbacks.Callback):
     ``fit`` at ``last_step`` or at the request.
 
     Put it last among the callbacks: one that raises at a batch's end (the NaN guard)
-    then prevents the checkpoint of that state. The checkpoint at ``last_step`` is written
-    at that batch's end, before ``fit`` swaps the EMA weights in, so it holds the raw
-    weights a longer run would continue from.
+    then prevents the checkpoint of that state. A checkpoint that cannot be written (e.g.
+    disk full) raises OSError, naming the step and the previous checkpoint, which stays
+    complete and loadable (nothing is pruned before a write succeeds). The checkpoint at
+    ``last_step`` is written at that batch's end, before ``fit`` swaps the EMA weights
+    in, so it holds the raw weights a longer run would continue from.
     """
 
     def __init__(self, manager: CheckpointManager, every: int, *, first_step: int,
@@ -346,8 +391,12 @@ class CheckpointSaver(keras.callbacks.Callback):
         if stop or (self.every > 0 and self.step % self.every == 0):
             reason = ("end" if done else signal.Signals(self.stop_signal).name
                       if self.stop_signal is not None else "periodic")
-            self.last_saved = self.manager.save(self.model, self.step, examples=self.examples,
-                                                info={**self.info, "reason": reason})
+            try:
+                self.last_saved = self.manager.save(self.model, self.step, examples=self.examples,
+                                                    info={**self.info, "reason": reason})
+            except OSError as exc:    # e.g. disk full: stop; the previous checkpoint stays
+                self.model.stop_training = True
+                raise OSError(f"training stopped at step {self.step}: {exc}") from exc
         if stop:
             self.model.stop_training = True
 
@@ -378,15 +427,10 @@ def stop_on_signals(saver: CheckpointSaver,
 
 
 def save_weights_atomically(model: keras.Model, path: str | os.PathLike) -> Path:
-    """``model.save_weights(path)`` through a temporary file, fsync and rename: a kill
-    leaves the previous file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")   # keeps .weights.h5
-    model.save_weights(str(tmp))
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path
+    """``model.save_weights(path)`` through :func:`strongpose.files.atomic_write`: a kill
+    or a failed write (e.g. disk full) leaves the previous file or the new one, never half
+    of one."""
+    return atomic_write(path, lambda tmp: model.save_weights(str(tmp)))
 
 
 def skip_batches(dataset: Any, batches: int) -> Any:

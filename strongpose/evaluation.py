@@ -9,7 +9,7 @@ A result is ``{"image_id", "category_id", "keypoints": [x, y, v, ...] (v = keypo
 where the person has a mask. Results hold finite numbers only: building, saving or
 loading a result with NaN or Infinity is a ``ValueError`` naming the image and the field
 (JSON has no NaN, and COCOeval would rank or score such a detection arbitrarily).
-:func:`save_results` writes atomically (a temporary file, then ``os.replace``): a failed
+:func:`save_results` writes atomically (:func:`strongpose.files.atomic_write`): a failed
 save leaves no half-written file. :func:`evaluate` hands COCOeval only the fields of the
 chosen iou type (keypoints: keypoints + score; segm: segmentation + score, people
 without a mask left out), so that pycocotools computes the detection areas the
@@ -22,8 +22,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import secrets
 from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol, Sequence
 
@@ -33,6 +31,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from strongpose.coco import CocoKeypoints, has_segmentation, load_coco
+from strongpose.files import atomic_write
 from strongpose.skeleton import COCO_SKELETON, Skeleton
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl",
@@ -145,9 +144,9 @@ def save_results(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
     Every result is checked first (:func:`check_finite`: NaN or Infinity is a
     ``ValueError`` naming the result, its image id and the field) and the JSON is
-    written with ``allow_nan=False``. The file is written to a temporary file beside
-    ``path`` and moved into place with ``os.replace``: on any failure ``path`` keeps
-    what it held before (or stays absent) and no temporary file is left.
+    written with ``allow_nan=False``, through :func:`strongpose.files.atomic_write`: on
+    any failure ``path`` keeps what it held before (or stays absent) and no temporary
+    file is left.
     """
     path = Path(path)
     results = list(results)
@@ -156,19 +155,12 @@ def save_results(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
             raise ValueError(f"result {i} is a {type(r).__name__}, not a dict")
         check_finite(r, f"result {i}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as open(): umask applies
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(results, fh, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from strongpose import cli
+from strongpose.files import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -75,8 +76,9 @@ def write_tfrecords(prepared: "PreparedSet", out_dir: str | os.PathLike, *,
                     progress: bool = True) -> dict:
     """Write ``prepared`` as sharded TFRecords in ``out_dir``; returns the meta dict.
 
-    Every shard is written to ``<name>.tmp<pid>`` and renamed when complete; ``meta.json``
-    is written last, the same way, so a folder with a ``meta.json`` is whole.
+    Every shard is written with :func:`strongpose.files.atomic_write` (a temporary file
+    renamed when complete); ``meta.json`` is written last, the same way, so a folder with
+    a ``meta.json`` is whole.
     """
     import tensorflow as tf
     from strongpose.data_generator import shard_starts
@@ -92,20 +94,18 @@ def write_tfrecords(prepared: "PreparedSet", out_dir: str | os.PathLike, *,
     names = []
     for k in range(count):
         name = shard_name(k, count)
-        tmp = out / f"{name}.tmp{os.getpid()}"
-        try:
+
+        def write_shard(tmp: Path, first: int = int(starts[k]), end: int = int(starts[k + 1])) -> None:
             with tf.io.TFRecordWriter(str(tmp)) as writer:
-                for i in range(int(starts[k]), int(starts[k + 1])):
+                for i in range(first, end):
                     image = (prepared.image_dir / str(prepared.file_names[i])).read_bytes()
                     label = (prepared.label_path(prepared.image_ids[i]).read_bytes()
                              if prepared.label[i] else b"")
                     writer.write(_example(prepared, i, image, label))
                     if bar is not None:
                         bar.update(1)
-            os.replace(tmp, out / name)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+
+        atomic_write(out / name, write_shard)
         names.append(name)
     if bar is not None:
         bar.close()
@@ -114,9 +114,7 @@ def write_tfrecords(prepared: "PreparedSet", out_dir: str | os.PathLike, *,
             "people": int(prepared.counts.sum()), "max_people": int(prepared.max_people),
             "keypoints": int(prepared.keypoints.shape[1]),
             "counts": [int(v) for v in prepared.counts], "skipped": list(prepared.skipped)}
-    tmp = out / f"{META_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out / META_FILE)
+    atomic_write(out / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return meta
 
 

@@ -26,7 +26,8 @@ Pieces:
 - Watching (:func:`strongpose.callbacks.watching_callbacks`): validation AP on the first
   ``train.eval_images`` images of ``data.val_split`` every ``train.eval_every`` steps and
   at the end (EMA weights), ``best.weights.h5``; TensorBoard under ``tensorboard/``.
-- :func:`train`: output folder checked writable first; the latest checkpoint found
+- :func:`train`: output folder checked writable, with room for what the run will write
+  (:func:`check_disk_space`), first; the latest checkpoint found
   (:mod:`strongpose.checkpoints`); data (``make_dataset``, training mode, starting at the
   checkpoint's example of the stream), network, optimizer, checkpoint restored (weights,
   optimizer slots, iteration count, EMA weights, loss scale); ``fit`` (one epoch per
@@ -44,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -58,13 +60,14 @@ import yaml
 from keras import ops
 
 from strongpose import checkpoints, distribute
-from strongpose.callbacks import ValidationAP, watching_callbacks
+from strongpose.callbacks import BEST_WEIGHTS_FILE, ValidationAP, watching_callbacks
 from strongpose.config import Config
 from strongpose.losses import StrongPoseLoss
 
 WEIGHTS_FILE = "model.weights.h5"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.csv"
+LOG_BYTES = 16 << 20     # disk space for config.yaml, log.csv, best.json, TensorBoard scalars
 # Variables kept out of weight decay: biases and normalisation scales/offsets.
 NO_DECAY_NAMES = ("bias", "gamma", "beta")
 
@@ -274,6 +277,43 @@ def check_writable(output_dir: str | os.PathLike) -> Path:
     return out
 
 
+def disk_space_needed(cfg: Config, output_dir: str | os.PathLike) -> int:
+    """Bytes a run of ``cfg`` will still write into ``output_dir`` at its peak: its
+    ``train.keep_checkpoints`` checkpoints plus the one written before the oldest is
+    deleted, ``model.weights.h5`` and ``best.weights.h5`` (each twice while replaced) and
+    the logs, less what the files it replaces take there already (a resumed run). Sizes
+    are estimated from the config (:func:`strongpose.checkpoints.checkpoint_bytes`); the
+    data cache is not counted."""
+    out = Path(output_dir)
+    weights_files = 2 if int(cfg.train.eval_images) > 0 else 1
+    total = ((int(cfg.train.keep_checkpoints) + 1) * checkpoints.checkpoint_bytes(cfg)
+             + 2 * weights_files * checkpoints.weights_bytes(cfg) + LOG_BYTES)
+    folder = out / checkpoints.CHECKPOINT_DIR
+    present = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    present += [p for p in (out / WEIGHTS_FILE, out / BEST_WEIGHTS_FILE) if p.is_file()]
+    return max(0, total - sum(p.stat().st_size for p in present))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def check_disk_space(cfg: Config, output_dir: str | os.PathLike) -> int:
+    """OSError (one line: the folder, its free space, the space needed) unless the disk of
+    ``output_dir`` has room for what the run will write (:func:`disk_space_needed`);
+    returns the bytes needed."""
+    out = Path(output_dir)
+    needed = disk_space_needed(cfg, out)
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise OSError(f"output folder {str(out)!r} has {_gib(free)} free, the run needs about "
+                      f"{_gib(needed)} ({int(cfg.train.keep_checkpoints)} checkpoints of "
+                      f"{_gib(checkpoints.checkpoint_bytes(cfg))} + 1 being written, the "
+                      "weights files, logs): free some space, lower train.keep_checkpoints "
+                      "or use another folder")
+    return needed
+
+
 def steps_per_epoch_for(cfg: Config) -> int:
     """Steps of one ``fit`` epoch (one line of logs): ``train.checkpoint_every`` (else
     ``log_every``), at most ``train.steps``. Checkpoints do not depend on it."""
@@ -337,7 +377,10 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
             the network is built, compiled and fitted in its scope. Processes other than
             the chief write their files under ``output_dir/worker<id>``.
     Raises:
-        OSError: ``output_dir`` not writable (before anything is built).
+        OSError: ``output_dir`` not writable, or its disk has too little free space for the
+            checkpoints and weights files (:func:`check_disk_space`), before anything is
+            built; a checkpoint write that fails (e.g. the disk filled up meanwhile): the
+            previous checkpoint stays loadable.
         CheckpointError: the checkpoint in ``output_dir`` is for another network.
         NonFiniteLossError: a loss term became NaN/Inf (message: step and terms).
         TrainingInterrupted: SIGINT/SIGTERM; the state after the last step is checkpointed.
@@ -347,6 +390,7 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
     out = Path(output_dir if output_dir is not None else cfg.train.output_dir)
     out = check_writable(out if engine.is_chief else out / f"worker{engine.process_id}")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(out)))
+    check_disk_space(cfg, out)
     steps, batch_size = int(cfg.train.steps), int(cfg.train.batch_size)
     spe = steps_per_epoch_for(cfg)
 
@@ -399,7 +443,8 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
 
     (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     throughput = Throughput(batch_size)
-    watchers, validation = watching_callbacks(cfg, out, network, progress=verbose not in (0, "0"))
+    watchers, validation = watching_callbacks(cfg, out, network, progress=verbose not in (0, "0"),
+                                              first_step=start)
     saver = checkpoints.CheckpointSaver(
         manager, int(cfg.train.checkpoint_every), first_step=start, last_step=steps,
         first_example=start_example, batch_size=batch_size,

@@ -1,4 +1,5 @@
-"""Shared fixtures: quiet TensorFlow, the coco-mini location, a fixed seed."""
+"""Shared fixtures: quiet TensorFlow, the coco-mini location, a fixed seed, the synthetic
+COCO set, Keras' mixed-precision policy."""
 
 import os
 from pathlib import Path
@@ -38,3 +39,13 @@ def coco(synth):
     """The synthetic data set read with strongpose.coco."""
     from strongpose.coco import CocoKeypoints
     return CocoKeypoints(synth.annotation_file, image_dir=synth.image_dir)
+
+
+@pytest.fixture
+def mixed_float16():
+    """Keras' global dtype policy is ``mixed_float16`` during the test, the previous after."""
+    keras = pytest.importorskip("keras")
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy(before)

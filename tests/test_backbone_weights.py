@@ -8,7 +8,7 @@ import tensorflow as tf
 from strongpose.backbone_weights import (WeightsMismatchError, backbone_variables, depth_for_units,
                                          detect_depth, find_slim_scope, keras3_h5_names,
                                          keras_to_slim_name, load_backbone_weights, slim_scope,
-                                         units_per_stack)
+                                         stacks_of, units_per_stack)
 from strongpose.backbones import SPECS, BackboneSpec
 from strongpose.convert_checkpoint import main as convert_main
 from strongpose.convert_checkpoint import parse_depth
@@ -167,10 +167,29 @@ def narrow_specs(monkeypatch):
 
 def test_units_per_stack_name_the_depth():
     assert depth_for_units((3, 4, 23, 3)) == "resnet101" and depth_for_units((3, 4, 6, 3)) == "resnet50"
-    assert depth_for_units((2, 2, 2, 2)) == "tiny" and depth_for_units((1, 2)) is None
+    assert depth_for_units((1, 2)) is None
+    # "tiny" and "small" share their units: the widths tell them apart, units alone do not.
+    assert depth_for_units((2, 2, 2, 2)) is None
+    assert depth_for_units((2, 2, 2, 2), widths=(8, 16, 32, 64)) == "tiny"
+    assert depth_for_units((2, 2, 2, 2), widths=(16, 32, 64, 128)) == "small"
+    assert depth_for_units((2, 2, 2, 2), widths=(8, 16, 32, 128)) is None
     shapes = [v.shape for v in build_backbone("tiny", 8).weights]
     assert units_per_stack(shapes) == (2, 2, 2, 2)
+    assert stacks_of(shapes) == SPECS["tiny"].stacks
     assert units_per_stack([(7, 7, 3, 64), (1, 1, 64, 64), (3, 3, 64, 64), (3, 3, 128, 128)]) == (1, 1)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_each_backbone_file_is_detected_as_its_own(name, tmp_path):
+    """Every backbone's weights file is named after that backbone (not another with the same
+    units per stack), and small weights loaded into tiny say so first."""
+    path = str(tmp_path / f"{name}.weights.h5")
+    build_backbone(name, 16).save_weights(path)
+    assert detect_depth(path) == name
+    other = "tiny" if name == "small" else "small"
+    with pytest.raises(WeightsMismatchError, match=rf"^weights from .* are for {name}, "
+                                                   rf"the backbone is {other}"):
+        load_backbone_weights(build_backbone(other, 16), path, other)
 
 
 def test_weights_for_another_depth_say_so_first(narrow_specs, tmp_path):

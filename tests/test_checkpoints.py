@@ -9,6 +9,7 @@ Slow: train() stopped (SIGTERM, or a kill after a checkpoint) and run again repr
 uninterrupted run's per-step losses and final weights.
 """
 
+import errno
 import json
 import os
 import random
@@ -44,13 +45,16 @@ def config(root, *overrides):
                                 "model.input_size=65", "train.batch_size=2", *overrides])
 
 
-def toy_model(width=8, seed=0):
-    """A small compiled Keras model (AdamW with EMA) for the checkpoint mechanics."""
+def toy_model(width=8, seed=0, built=False):
+    """A small compiled Keras model (AdamW with EMA) for the checkpoint mechanics; with
+    ``built`` its optimizer's variables exist (as after a first step)."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width),
                               keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.AdamW(0.01, use_ema=True, ema_momentum=0.5),
                   loss="mse")
+    if built:
+        model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -63,6 +67,37 @@ def toy_data(batch=2):
 def all_values(model):
     return ([np.asarray(v) for v in model.weights]
             + [np.asarray(v) for v in model.optimizer.variables])
+
+
+def fit_toy(model, saver, steps_per_epoch, epochs, *callbacks):
+    """``fit`` on :func:`toy_data` with ``callbacks`` and then ``saver`` (last, as in train)."""
+    model.fit(toy_data(), epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
+              shuffle=False, callbacks=[*callbacks, saver])
+
+
+@pytest.fixture
+def saver_in(tmp_path):
+    """``saver_in(name, keep, every, last_step)``: a CheckpointManager in ``tmp_path/name``
+    keeping ``keep``, and a CheckpointSaver of it from step 0 (batch size 2)."""
+    def make(name, keep=2, every=3, last_step=8):
+        manager = CheckpointManager(tmp_path / name, keep=keep)
+        saver = CheckpointSaver(manager, every, first_step=0, last_step=last_step,
+                                first_example=0, batch_size=2)
+        return manager, saver
+    return make
+
+
+class SigtermAtStep(keras.callbacks.Callback):
+    """Sends this process SIGTERM at the end of the ``step``-th batch of its fit."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.n = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.n += 1
+        if self.n == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 # ------------------------------------------------------------------ data position
@@ -85,22 +120,16 @@ def test_make_dataset_start_continues_the_stream(data_root, tmp_path):
 
 
 # ------------------------------------------------------------------ state restored
-def test_restore_brings_back_iterations_moments_ema_and_loss_scale(tmp_path):
+def test_restore_brings_back_iterations_moments_ema_and_loss_scale(tmp_path, mixed_float16):
     """Every variable of the training model comes back: network weights, the optimizer's
     iteration count, Adam moments, EMA weights, and LossScaleOptimizer's dynamic scale."""
     from strongpose.losses import StrongPoseLoss
     from strongpose.model import build_model
     cfg = load_config("tiny", ["model.input_size=65", "train.polyak_decay=0.9",
                                "train.mixed_precision=true"])
-
-    before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = training.TrainingModel(build_model(cfg, training_outputs=True),
-                                       StrongPoseLoss.from_config(cfg))
-        training.compile_model(model, training.build_optimizer(cfg))
-    finally:
-        keras.mixed_precision.set_global_policy(before)
+    model = training.TrainingModel(build_model(cfg, training_outputs=True),
+                                   StrongPoseLoss.from_config(cfg))
+    training.compile_model(model, training.build_optimizer(cfg))
     model.build((None, 65, 65, 3))
     model.optimizer.build(model.trainable_variables)
     names = [v.path for v in model.optimizer.variables]
@@ -130,39 +159,51 @@ def test_restore_brings_back_iterations_moments_ema_and_loss_scale(tmp_path):
 
 
 # ------------------------------------------------------------------ saver
-def test_saver_every_n_steps_at_the_end_and_on_sigterm(tmp_path):
+def test_saver_every_n_steps_at_the_end_and_on_sigterm(saver_in):
     """Checkpoints at 3, 6 and at the last step (8), the newest 2 kept; a SIGTERM during fit
     checkpoints the step it ends and stops there; the handlers are put back after."""
-    model = toy_model()
-    manager = CheckpointManager(tmp_path / "a", keep=2)
-    saver = CheckpointSaver(manager, 3, first_step=0, last_step=8, first_example=0, batch_size=2)
-    model.fit(toy_data(), epochs=4, steps_per_epoch=3, callbacks=[saver], verbose=0,
-              shuffle=False)
+    manager, saver = saver_in("a", keep=2)
+    fit_toy(toy_model(), saver, 3, 4)
     assert saver.step == 8 and not saver.stopped_early
     assert [c.step for c in manager.checkpoints()] == [6, 8]
     assert manager.latest().examples == 16 and manager.latest().manifest["reason"] == "end"
 
-    class SigtermAt(keras.callbacks.Callback):
-        def __init__(self, step):
-            super().__init__()
-            self.step, self.n = step, 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.n += 1
-            if self.n == self.step:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    model = toy_model()
-    manager = CheckpointManager(tmp_path / "b", keep=5)
-    saver = CheckpointSaver(manager, 3, first_step=0, last_step=20, first_example=0, batch_size=2)
+    manager, saver = saver_in("b", keep=5, last_step=20)
     before = signal.getsignal(signal.SIGTERM)
     with checkpoints.stop_on_signals(saver):
-        model.fit(toy_data(), epochs=10, steps_per_epoch=2, verbose=0, shuffle=False,
-                  callbacks=[SigtermAt(4), saver])
+        fit_toy(toy_model(), saver, 2, 10, SigtermAtStep(4))
     assert signal.getsignal(signal.SIGTERM) is before
     assert saver.stopped_early and saver.step == 4
     assert [c.step for c in manager.checkpoints()] == [3, 4]
     assert manager.latest().manifest["reason"] == "SIGTERM"
+
+
+def test_disk_full_during_a_checkpoint_stops_and_keeps_the_previous(saver_in, monkeypatch):
+    """The write of step 6's checkpoint fails with ENOSPC (the state file half written):
+    fit stops at step 6 with one line naming the step, the checkpoint and the previous one
+    (step 3), which stays complete and loads; nothing partial is left behind."""
+    manager, saver = saver_in("full", keep=2)
+    fsync = checkpoints._fsync_file
+
+    def full_at_step_6(path):
+        if "step-000000006" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        fsync(path)
+
+    monkeypatch.setattr(checkpoints, "_fsync_file", full_at_step_6)
+    with pytest.raises(OSError) as err:
+        fit_toy(toy_model(), saver, 3, 4)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("training stopped at step 6: cannot write checkpoint ")
+    assert "step-000000006: No space left on device; the latest complete checkpoint is " in message
+    assert message.endswith("step-000000003 (step 3)")
+    assert saver.last_saved.step == 3 and saver.step == 6
+    assert [c.step for c in manager.checkpoints()] == [3]
+    assert [p.name for p in manager.directory.iterdir()] == ["step-000000003"]
+    fresh = toy_model(seed=1, built=True)
+    manager.restore(fresh, manager.latest())
+    assert int(fresh.optimizer.iterations) == 3
 
 
 # ------------------------------------------------------------------ kill during a write
@@ -239,8 +280,7 @@ def test_checkpoint_of_another_network_is_a_clear_error(data_root, tmp_path, mon
     out = tmp_path / "run"
     manager = CheckpointManager(out / checkpoints.CHECKPOINT_DIR)
     tiny = config(data_root)
-    model = toy_model()
-    model.optimizer.build(model.trainable_variables)
+    model = toy_model(built=True)
     manager.save(model, 3, examples=6, info={"architecture": checkpoints.architecture(tiny)})
 
     import strongpose.model
@@ -250,8 +290,7 @@ def test_checkpoint_of_another_network_is_a_clear_error(data_root, tmp_path, mon
                                               r"'resnet50' here\)"):
         training.train(config(data_root, "model.backbone=resnet50"), out, verbose=0)
 
-    wider = toy_model(width=16)
-    wider.optimizer.build(wider.trainable_variables)
+    wider = toy_model(width=16, built=True)
     with pytest.raises(CheckpointError, match="does not fit this model: its network weights"):
         manager.restore(wider, manager.latest())
 
@@ -280,17 +319,6 @@ class StepLosses(keras.callbacks.Callback):
         mean = float(logs["total"])
         self.losses.append(mean * self._k - self._mean * (self._k - 1))
         self._mean = mean
-
-
-class SigtermAtStep(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.n = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.n += 1
-        if self.n == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.mark.slow

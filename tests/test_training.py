@@ -2,7 +2,8 @@
 
 Every loss term is reported and finite; two images are overfitted; a second run in the same
 folder resumes at the saved step with the optimizer state; a NaN stops training at once
-naming the step and the term; an unwritable output folder fails before anything is built.
+naming the step and the term; an unwritable output folder, or one whose disk has too little
+free space, fails before anything is built.
 """
 
 import math
@@ -61,18 +62,13 @@ def test_optimizer_schedule_ema_and_decay():
     assert training.warmup_steps_for(cfg0, 200) == 20
 
 
-def test_mixed_precision_compile_wraps_loss_scale():
+def test_mixed_precision_compile_wraps_loss_scale(mixed_float16):
     from strongpose.losses import StrongPoseLoss
     from strongpose.model import build_model
     cfg = load_config("tiny", ["train.mixed_precision=true"])
-    before = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        net = build_model(cfg)
-        model = training.TrainingModel(net, StrongPoseLoss.from_config(cfg))
-        training.compile_model(model, training.build_optimizer(cfg))
-    finally:
-        keras.mixed_precision.set_global_policy(before)
+    net = build_model(cfg)
+    model = training.TrainingModel(net, StrongPoseLoss.from_config(cfg))
+    training.compile_model(model, training.build_optimizer(cfg))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert all(v.dtype == "float32" for v in net.trainable_variables)
 
@@ -134,6 +130,54 @@ def test_unwritable_output_fails_before_building(data_root, tmp_path, monkeypatc
                         lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(OSError, match="not writable"):
         train(config(data_root), blocker / "run", verbose=0)
+
+
+def test_disk_space_estimate_counts_the_network_and_what_is_kept(data_root, tmp_path):
+    """The parameter count comes from the config without building (and equals the built
+    network's); the space needed grows with train.keep_checkpoints and shrinks by the
+    checkpoints a resumed run will replace."""
+    from strongpose import checkpoints
+    from strongpose.model import build_model
+    for extra in ([], ["model.backbone=small", "model.head_channels=0",
+                       "model.intermediate_supervision=false"]):
+        cfg = config(data_root, *extra)
+        assert checkpoints.estimated_parameters(cfg) == build_model(cfg).count_params(), extra
+    cfg = config(data_root, "train.polyak_decay=0.9")
+    params = checkpoints.estimated_parameters(cfg)
+    assert checkpoints.checkpoint_bytes(cfg) >= 4 * 4 * params          # weights, 2 slots, EMA
+    assert checkpoints.checkpoint_bytes(config(data_root, "train.polyak_decay=0")) \
+        < checkpoints.checkpoint_bytes(cfg)
+    two = training.disk_space_needed(config(data_root, "train.keep_checkpoints=2"), tmp_path)
+    five = training.disk_space_needed(config(data_root, "train.keep_checkpoints=5"), tmp_path)
+    assert five - two == 3 * checkpoints.checkpoint_bytes(config(data_root))
+    (tmp_path / "checkpoints" / "step-000000001").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-000000001" / "state.weights.h5").write_bytes(b"x" * 10**6)
+    assert training.disk_space_needed(config(data_root, "train.keep_checkpoints=2"),
+                                      tmp_path) == two - 10**6
+
+
+def test_full_disk_fails_before_building(data_root, tmp_path, monkeypatch):
+    """Too little free space for the checkpoints kept and the weights files: one line
+    naming the folder, the free space and the space needed; nothing built or written."""
+    import shutil
+    import strongpose.model
+    monkeypatch.setattr(strongpose.model, "build_model",
+                        lambda *a, **k: pytest.fail("built a model"))
+    cfg = config(data_root, "train.keep_checkpoints=3")
+    out = tmp_path / "run"
+    needed = training.disk_space_needed(cfg, out)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: usage._replace(free=needed - 1))
+    with pytest.raises(OSError) as err:
+        train(cfg, out, verbose=0)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"output folder {str(out)!r} has ")
+    assert f"{(needed - 1) / 2**30:.2f} GiB free, the run needs about {needed / 2**30:.2f} GiB" \
+        in message and "3 checkpoints of" in message
+    assert [p.name for p in out.iterdir()] == []              # no config, no checkpoints
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=needed))
+    assert training.check_disk_space(cfg, out) == needed       # just enough: goes on
 
 
 def test_cli_help_and_one_line_errors(tmp_path):
@@ -219,6 +263,37 @@ def test_validation_callback_evaluates_ema_weights_and_restores_training_weights
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     with ema_weights(_small_model(ema=False).optimizer) as swapped:
         assert not swapped
+
+
+def test_watching_callbacks_touch_the_model_only_when_due(tmp_path):
+    """ValidationAP and TensorBoardScalars count the steps themselves (from first_step, or
+    the optimizer's count at the start): between their due steps they never read
+    ``self.model`` (on JAX every read copies the whole training state back to the model)."""
+    from strongpose.callbacks import TensorBoardScalars, ValidationAP
+
+    def watched(cls):
+        class Watched(cls):
+            @property
+            def model(self):
+                self.touched.append(self.step)
+                return self._model
+        return Watched
+
+    model = _small_model(ema=True)
+    val = watched(ValidationAP)(lambda net: {"AP": 0.1}, model, every=4, total_steps=10)
+    board = watched(TensorBoardScalars)(tmp_path / "board", every=3)
+    val.touched, board.touched = [], []
+    _fit(model, 10, [val, board])
+    assert [s for s, _ in val.history] == [4, 8, 10]
+    assert set(val.touched) == {0, 4, 8, 10}              # the start, then when due
+    assert set(board.touched) == {0, 3, 6, 9}
+    assert len(_event_tags(tmp_path / "board")) > 0
+    # A resumed run: counted from first_step (not read from the model).
+    resumed = watched(ValidationAP)(lambda net: {"AP": 0.2}, model, every=4, total_steps=14,
+                                    first_step=10)
+    resumed.touched = []
+    _fit(model, 4, [resumed])
+    assert [s for s, _ in resumed.history] == [12, 14] and set(resumed.touched) == {12, 14}
 
 
 def _event_tags(folder):
