@@ -112,10 +112,17 @@ def random_person_colours(rng: np.random.Generator) -> dict[str, tuple[int, int,
     skin = SKIN[int(rng.integers(len(SKIN)))]
     shirt = tuple(int(v) for v in rng.integers(0, 256, 3))
     trousers = tuple(int(v) for v in rng.integers(0, 200, 3))
-    bare_arms = rng.random() < 0.3
+    sleeves = rng.random()                   # long 40 %, short 35 % (bare forearm), none 25 %
     hair = tuple(int(v) for v in rng.integers(0, 90, 3))
-    return {"skin": skin, "shirt": shirt, "trousers": trousers,
-            "arms": skin if bare_arms else shirt, "hair": hair}
+    return {"skin": skin, "shirt": shirt, "trousers": trousers, "hair": hair,
+            "upper_arm": skin if sleeves >= 0.75 else shirt,
+            "forearm": shirt if sleeves < 0.4 else skin}
+
+
+def _darker(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The outline shade of a limb colour (a seam or shadow: limbs stay visible in front
+    of clothes of their own colour)."""
+    return tuple(int(v) * 3 // 5 for v in colour)
 
 
 def _pt(p: Sequence[float]) -> tuple[int, int]:
@@ -135,16 +142,22 @@ def draw_figure(canvas: np.ndarray, mask: np.ndarray, fig: Figure) -> None:
         _line(canvas, j[a], j[b], colour, width)
         _line(mask, j[a], j[b], 1, width)
 
+    def outlined(pairs) -> None:
+        """Limbs ``(a, b, colour, width)``: all in a darker shade first, then their fill
+        narrower by the outline (the mask keeps the limb's width)."""
+        for a, b, colour, width in pairs:
+            limb(a, b, _darker(colour), width)
+        for a, b, colour, width in pairs:
+            _line(canvas, j[a], j[b], colour, max(1.0, width - max(2.0, 0.15 * width)))
+
     def arm(sh: int, el: int, wr: int) -> None:
-        limb(sh, el, col["arms"], w["upper_arm"])
-        limb(el, wr, col["arms"], w["forearm"])
+        outlined([(sh, el, col["upper_arm"], w["upper_arm"]), (el, wr, col["forearm"], w["forearm"])])
         hand = int(round(w["forearm"] * 0.7 * _ONE))
         cv2.circle(canvas, _pt(j[wr]), hand, col["skin"], -1, cv2.LINE_8, _SHIFT)
         cv2.circle(mask, _pt(j[wr]), hand, 1, -1, cv2.LINE_8, _SHIFT)
 
     def leg(hp: int, kn: int, an: int) -> None:
-        limb(hp, kn, col["trousers"], w["thigh"])
-        limb(kn, an, col["trousers"], w["shin"])
+        outlined([(hp, kn, col["trousers"], w["thigh"]), (kn, an, col["trousers"], w["shin"])])
         foot = j[an] + (j[an] - j[kn]) * 0.12
         _line(canvas, j[an], foot, (30, 30, 30), w["shin"])
         _line(mask, j[an], foot, 1, w["shin"])
