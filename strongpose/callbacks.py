@@ -348,6 +348,7 @@ def watching_callbacks(cfg: Any, output_dir: str | os.PathLike, network: keras.M
     t = cfg.train
     out = Path(output_dir)
     board = out / TENSORBOARD_DIR
+    tensorboard = bool(t.tensorboard) and _summaries_writable()
     cbs: list[keras.callbacks.Callback] = []
     val = None
     split = cfg.data.val_split
@@ -357,15 +358,28 @@ def watching_callbacks(cfg: Any, output_dir: str | os.PathLike, network: keras.M
                       "train.eval_images=0 turns validation off)", stacklevel=2)
     elif t.eval_images > 0:
         hooks = [images_hook(cfg, board / "images", network, out / "data_cache", progress)] \
-            if t.tensorboard else []
+            if tensorboard else []
         val = ValidationAP(functools.partial(split_ap, cfg=cfg, split_or_annotation_file=split,
                                              limit=int(t.eval_images)),
                            network, int(t.eval_every), int(t.steps), out, on_eval=hooks,
                            first_step=first_step)
         cbs.append(val)
-    if t.tensorboard:
+    if tensorboard:
         cbs.append(TensorBoardScalars(board / "train", int(t.log_every or 1), first_step))
     return cbs, val
+
+
+def _summaries_writable() -> bool:
+    """Whether TensorFlow (which writes the summaries) imports; if not (a JAX-only machine),
+    warn that TensorBoard is off instead of failing the run."""
+    import warnings
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        warnings.warn("TensorBoard off: writing its summaries needs TensorFlow, which is not "
+                      "installed (train.tensorboard=false silences this)", stacklevel=3)
+        return False
+    return True
 
 
 def images_hook(cfg: Any, log_dir: Path, network: keras.Model, cache_dir: Path,

@@ -11,10 +11,10 @@ so both functions describe the same mirror.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping
 
 import numpy as np
-import tensorflow as tf
 
 from strongpose import maps
 from strongpose.skeleton import Skeleton
@@ -27,8 +27,11 @@ from strongpose.skeleton import Skeleton
 #   plain: channels that do not depend on left/right (mirrored only)
 
 
-def _is_tf(x: Any) -> bool:
-    return isinstance(x, (tf.Tensor, tf.Variable))
+def _tf(x: Any) -> Any:
+    """TensorFlow if ``x`` is one of its tensors, else None (a NumPy-only caller, e.g.
+    the Predictor on a JAX-only machine, never imports TensorFlow)."""
+    tf = sys.modules.get("tensorflow")
+    return tf if tf is not None and isinstance(x, (tf.Tensor, tf.Variable)) else None
 
 
 def flip_keypoints(keypoints: Any, image_width: Any, skeleton: Skeleton) -> Any:
@@ -44,7 +47,8 @@ def flip_keypoints(keypoints: Any, image_width: Any, skeleton: Skeleton) -> Any:
             shape[-1] is not None and shape[-1] < 2):
         raise ValueError(f"flip_keypoints: expected (..., {k}, 3) keypoints, got shape {tuple(shape)}")
     perm = list(skeleton.flip_permutation)
-    if _is_tf(keypoints):
+    tf = _tf(keypoints)
+    if tf is not None:
         kp = tf.gather(keypoints, perm, axis=-2)
         x = tf.cast(image_width, kp.dtype) - 1 - kp[..., :1]
         return tf.concat([x, kp[..., 1:]], axis=-1)
@@ -80,7 +84,8 @@ def flip_map(key: str, value: Any, skeleton: Skeleton) -> Any:
     if rank not in (3, 4):
         raise ValueError(f"flip_maps: {key!r} must be (h, w, C) or (B, h, w, C), got shape {tuple(value.shape)}")
     index, sign = _channel_plan(key, int(value.shape[-1]), skeleton)
-    if _is_tf(value):
+    tf = _tf(value)
+    if tf is not None:
         out = tf.gather(tf.reverse(value, axis=[-2]), index, axis=-1)
         return out * tf.constant(sign, out.dtype) if min(sign) < 0 else out
     arr = np.asarray(value)[..., ::-1, :][..., index]
