@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from strongpose import batch_norm
 from strongpose.backbones import BACKBONES, SPECS, BackboneSpec  # noqa: F401 - re-exported
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -92,8 +93,9 @@ def mid_layer_name(depth: str) -> str:
     return f"{mid_unit_name(depth)}_out"
 
 
-def _bn(name: str) -> layers.BatchNormalization:
-    return layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)
+def _bn(name: str) -> batch_norm.BatchNormalization:
+    """A batch-norm layer (fused training kernel on TensorFlow; Keras' variables and names)."""
+    return batch_norm.BatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)
 
 
 def _unit(x: keras.KerasTensor, plan: UnitPlan) -> keras.KerasTensor:
