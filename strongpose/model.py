@@ -44,9 +44,8 @@ import keras
 from keras import ops
 
 from strongpose import geometry, maps, resnet_v2
+from strongpose.batch_norm import PACKAGE  # the one registration package name
 from strongpose.config import Config
-
-PACKAGE = "strongpose"
 # Output keys and head channels come from the map table (strongpose/maps.py).
 OUTPUT_KEYS: tuple[str, ...] = maps.OUTPUT_KEYS
 INTERMEDIATE_KEYS: tuple[str, ...] = tuple(
