@@ -322,23 +322,44 @@ def _image_box(matrix: tf.Tensor, width: tf.Tensor, height: tf.Tensor, size: int
     return tf.cast(lo[::-1], tf.int32), tf.cast(hi[::-1], tf.int32)
 
 
+def _source_window(inverse: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor, width: tf.Tensor,
+                   height: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """((y0, x0), (y1, x1)) int32: the source pixels, end exclusive, that the bilinear warp
+    of crop box ``[lo, hi)`` reads (one pixel of slack; at least one pixel)."""
+    y0, x0 = tf.unstack(tf.cast(lo, tf.float32))
+    y1, x1 = tf.unstack(tf.cast(hi, tf.float32) - 1.0)
+    corners = tf.stack([[x0, y0, 1.0], [x1, y0, 1.0], [x0, y1, 1.0], [x1, y1, 1.0]])
+    xy = tf.linalg.matmul(corners, inverse, transpose_b=True)
+    xy = xy[:, :2] / xy[:, 2:]
+    size = tf.stack([width, height])
+    start = tf.clip_by_value(tf.floor(tf.reduce_min(xy, 0)) - 1.0, 0.0, size - 1.0)
+    end = tf.clip_by_value(tf.math.ceil(tf.reduce_max(xy, 0)) + 2.0, start + 1.0, size)
+    return tf.cast(start[::-1], tf.int32), tf.cast(end[::-1], tf.int32)
+
+
+def _translation(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """3x3 float32 ``p -> p + (x, y)``."""
+    x, y = tf.cast(x, tf.float32), tf.cast(y, tf.float32)
+    return tf.stack([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
+
+
 def _warp_image(aug: Augmenter, image: tf.Tensor, matrix: tf.Tensor, inverse: tf.Tensor,
                 seeds: Optional[tf.Tensor]) -> tf.Tensor:
     """The (S, S, 3) float32 crop of an (H, W, 3) image: bilinear warp of only the box the
-    image reaches (zeros around it, as a whole warp gives). With ``seeds``, the colour
-    jitter: its shift added to the source, its matrix applied to the box (so the fill
-    stays 0), then clipped to 0..255."""
+    image reaches (zeros around it, as a whole warp gives), read from only the window of
+    the source that box sees. With ``seeds``, the colour jitter: its shift added to that
+    window, its matrix applied to the box (so the fill stays 0), then clipped to 0..255."""
     size = int(aug.input_size)
     shape = tf.shape(image)
-    img = tf.cast(image, tf.float32)
+    width, height = tf.cast(shape[1], tf.float32), tf.cast(shape[0], tf.float32)
+    lo, hi = _image_box(matrix, width, height, size)
+    start, end = _source_window(inverse, lo, hi, width, height)
+    img = tf.cast(image[start[0]:end[0], start[1]:end[1]], tf.float32)
     if seeds is not None:
         shift, colour = _jitter_params(aug, _channel_mean(image), seeds)
         img = tf.nn.bias_add(img, shift)
-    lo, hi = _image_box(matrix, tf.cast(shape[1], tf.float32), tf.cast(shape[0], tf.float32),
-                        size)
-    offset = tf.stack([[1.0, 0.0, tf.cast(lo[1], tf.float32)],
-                       [0.0, 1.0, tf.cast(lo[0], tf.float32)], [0.0, 0.0, 1.0]])
-    part = _warp(img[None], inverse @ offset, hi - lo, "BILINEAR")[0]
+    transform = _translation(-start[1], -start[0]) @ inverse @ _translation(lo[1], lo[0])
+    part = _warp(img[None], transform, hi - lo, "BILINEAR")[0]
     if seeds is not None:
         rows = tf.linalg.matmul(tf.reshape(part, [-1, 3]), colour)
         part = tf.reshape(tf.clip_by_value(rows, 0.0, 255.0), tf.shape(part))
