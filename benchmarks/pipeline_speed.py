@@ -75,7 +75,8 @@ def _stages(tf, cfg, prepared, images_dir: Path, count: int) -> dict:
     """Core-ms per image of each stage, one thread, cumulative pipelines."""
     import numpy as np
     from strongpose.augment import Augmenter, person_masks
-    from strongpose.data_generator import label_layout, present_people, unpack_labels
+    from strongpose.data_generator import (decode_image_bytes, label_layout, present_people,
+                                           unpack_labels)
     from strongpose.targets import TargetEncoder
 
     p = int(cfg.codec.max_people)
@@ -102,7 +103,7 @@ def _stages(tf, cfg, prepared, images_dir: Path, count: int) -> dict:
                                  lambda: tf.io.read_file(e["label"]), lambda: tf.constant(b""))}
 
     def decode_image(e):
-        return {**e, "image": tf.io.decode_image(e["image"], channels=3, expand_animations=False)}
+        return {**e, "image": decode_image_bytes(e["image"])}
 
     def decode_label(e):
         return {**e, "label": tf.cond(

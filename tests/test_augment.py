@@ -297,3 +297,44 @@ def test_masks_on_grid_equal_the_crop_read_at_every_fth_pixel():
             np.testing.assert_array_equal(grid[key], full[key][::8, ::8])
         np.testing.assert_array_equal(grid["person_masks"], full["person_masks"])
         np.testing.assert_array_equal(grid["image"], full["image"])
+
+
+def _whole_crop_warp(image, matrix):
+    """The reference: the whole (S, S) crop warped at once (bilinear, fill 0)."""
+    inverse = np.linalg.inv(np.asarray(matrix, np.float64))
+    inverse = (inverse / inverse[2, 2]).astype(np.float32).reshape(9)[:8]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(image, tf.float32)[None], transforms=inverse[None],
+        output_shape=[S, S], fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0].numpy()
+
+
+def test_image_warped_over_its_box_equals_the_whole_crop_warp():
+    ex = _example(360, 520)
+    for kwargs in (dict(), dict(max_shift=0.9), dict(max_shift=5.0), dict(scale_range=(3.0, 3.0))):
+        aug = Augmenter(SKELETON, S, **NO_JITTER, **kwargs)
+        for seed in range(4):
+            out = _np(aug(ex, [seed, 1]))
+            np.testing.assert_allclose(out["image"], _whole_crop_warp(ex["image"], out["matrix"]),
+                                       atol=0.05)
+
+
+def test_jitter_on_the_crop_is_jitter_on_the_source_and_keeps_the_fill_zero():
+    from strongpose import augment
+
+    ex = _example()
+    ex["image"] = (80 + ex["image"] // 3).astype(np.uint8)      # 80..165: no clipping
+    aug = Augmenter(SKELETON, S)
+    for seed in ([0, 3], [1, 3], [2, 3]):
+        out = _np(aug(ex, seed))
+        seeds = tf.random.experimental.stateless_split(tf.constant(seed, tf.int64),
+                                                       num=augment._NUM_SEEDS)
+        mean = ex["image"][::augment._MEAN_STEP, ::augment._MEAN_STEP].reshape(-1, 3).mean(0)
+        shift, colour = (t.numpy() for t in augment._jitter_params(
+            aug, tf.constant(mean, tf.float32), seeds))
+        jittered = (ex["image"].astype(np.float32) + shift) @ colour     # on the whole source
+        want = _whole_crop_warp(jittered, out["matrix"])
+        np.testing.assert_allclose(out["image"], want, atol=0.05)
+        outside = _whole_crop_warp(np.ones_like(jittered), out["matrix"]) == 0
+        assert outside.any() and (out["image"][outside] == 0).all()
+        assert (out["image"][~outside] > 0).all()
+        assert np.abs(jittered - ex["image"]).max() > 1.0          # the jitter did something
