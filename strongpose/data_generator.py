@@ -470,7 +470,7 @@ def make_dataset(cfg: "Config", split_or_annotation_file: Optional[str | os.Path
             False: one pass in file order, every image, the last batch kept.
         seed: same seed, same batches (order, augmentation, kept empty images).
         batch_size: default ``cfg.train.batch_size``.
-        augment: False: identity mode (fit and centre; no jitter, flip or rotation).
+        augment: False: identity mode (fit, image at the top-left; no jitter, flip or rotation).
         with_targets: False: ``(images, target inputs)`` for encoding in the train step.
         empty_image_rate: share of images without annotated people kept per epoch; default
             0.1 when training (not a config key yet), 1 otherwise.

@@ -211,20 +211,34 @@ def test_identity_mode_is_resize_and_pad():
     resized = tf.compat.v1.image.resize(tf.cast(ex["image"], tf.float32), [201, 401],
                                         align_corners=True).numpy()
     want = np.zeros((S, S, 3), np.float32)
-    want[100:301] = resized
+    want[:201] = resized                  # at the top-left, as the Predictor places it
     np.testing.assert_allclose(out["image"], want, atol=0.05)
-    np.testing.assert_allclose(out["matrix"], [[0.625, 0, 0], [0, 0.625, 100], [0, 0, 1]], atol=1e-5)
+    np.testing.assert_allclose(out["matrix"], [[0.625, 0, 0], [0, 0.625, 0], [0, 0, 1]], atol=1e-5)
     kp = ex["keypoints"]
     np.testing.assert_allclose(out["keypoints"][..., 0], kp[..., 0] * 0.625, atol=1e-3)
-    np.testing.assert_allclose(out["keypoints"][..., 1], kp[..., 1] * 0.625 + 100, atol=1e-3)
+    np.testing.assert_allclose(out["keypoints"][..., 1], kp[..., 1] * 0.625, atol=1e-3)
     np.testing.assert_array_equal(out["keypoints"][..., 2], kp[..., 2])
     assert not out["flipped"]
     t = crop_transform(out["matrix"], w, h)
     np.testing.assert_allclose(t.to_original(out["keypoints"][0, :, :2]), kp[0, :, :2], atol=1e-3)
-    # A 640x480 image: the offset is a whole pixel; masks warped with nearest neighbour.
+    # A 640x480 image: masks warped with nearest neighbour.
     out = _np(aug(_example(), [0, 0]))
-    assert out["matrix"][1, 2] == np.round(out["matrix"][1, 2])
     assert set(np.unique(out["instance_map"])) <= {0, 1, 2, 3}
+
+
+def test_identity_mode_is_the_predictors_input():
+    """A network trained without augmentation sees what the Predictor gives it (an
+    overfitted one scored AP 0.92 on centred crops and 0.43 as the Predictor placed them)."""
+    from strongpose.predictor import prepare
+
+    ex = _example(321, 641)
+    out = _np(Augmenter.from_config(Config(), augment=False)(ex, [1, 2]))
+    x, t = prepare(ex["image"].astype(np.uint8), S, 8)
+    assert x.shape[1] == S and x.shape[0] < S
+    np.testing.assert_allclose(out["image"][:x.shape[0]], x, atol=0.5)
+    assert (out["image"][x.shape[0]:] == 0).all()
+    np.testing.assert_allclose(crop_transform(out["matrix"], 641, 321).to_input([[10.0, 20.0]]),
+                               t.to_input([[10.0, 20.0]]), atol=1e-4)
 
 
 def test_from_config_reads_data_section():
