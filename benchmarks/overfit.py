@@ -8,11 +8,13 @@
 The first ``--images`` images of the annotation file (by id) that hold an annotated person
 are written as a split ``overfit`` of a COCO-layout folder (links to the images); then
 ``strongpose.training.train`` runs ``--phases x --phase-steps`` steps on it (the
-``--config`` preset, identity-mode crops: no augmentation, no empty images) with
+``--config`` preset with the tiny settings of ``OVERFIT_SETTINGS``; identity-mode crops,
+the Predictor's own input: no augmentation, no empty images) with
 validation on the same split after every phase (``train.eval_every``: the whole chain of
 ``train.py``: network, robust decoder, COCOeval). One line per phase, then the last stdout
 line: one JSON object (``AP``, ``AP50``, ``seconds``: wall time of the whole run,
 ``phases``: [[step, AP, seconds], ...], ``images``, ``people``, ``config``).
+Idle 2-core VM, 2026-11-27: AP 0.80 after 500 steps, 0.843 after the default 800, 305 s.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=321,
                         help="input size (default 321: exact target maps of the 8 images "
                              "decode to AP 0.92 there, 0.85 at 257, 0.97 at 401)")
-    parser.add_argument("--phases", type=int, default=5)
+    parser.add_argument("--phases", type=int, default=8)
     parser.add_argument("--phase-steps", type=int, default=100)
     parser.add_argument("--output", default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
