@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from strongpose import cli  # noqa: E402
+from strongpose.synthetic.options import SCENE_KEYS, scene_options  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -39,17 +40,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--people", type=int, nargs=2, default=None, metavar=("MIN", "MAX"))
     parser.add_argument("--heights", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
     parser.add_argument("--size", type=int, default=129, help="image side (default 129)")
-    for name in ("crowd", "overlap", "empty", "mask-only", "unlabelled", "back-view"):
-        parser.add_argument(f"--{name}-rate", type=float, default=None)
+    for key in SCENE_KEYS[2:]:                      # the rates
+        parser.add_argument("--" + key.replace("_", "-"), type=float, default=None)
     args = parser.parse_args(argv)
     start, cpu0 = time.perf_counter(), time.process_time()
     from strongpose.synthetic import write_splits
     work = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="quickstart_"))
-    from strongpose.synthetic.options import SCENES
-    synth = dict(SCENES[args.scenes])
-    keys = ("people", "heights", "size", "crowd_rate", "overlap_rate", "empty_rate",
-            "mask_only_rate", "unlabelled_rate", "back_view_rate")
-    synth.update({k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    synth = {**scene_options(args.scenes, **{k: getattr(args, k) for k in SCENE_KEYS}),
+             "size": args.size}
     write_splits(work / "synth", train=args.train_images, val=args.val_images, seed=0, **synth)
     data_seconds = time.perf_counter() - start
     cli.import_tensorflow()

@@ -257,3 +257,16 @@ def test_cli_bad_arguments_exit_2_in_one_line(tmp_path, args):
     status, _, _, err = _run(*argv)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
+def test_scene_options_override_and_check():
+    from strongpose.synthetic.options import SCENES, scene_options
+    opts = scene_options("simple", people=None, crowd_rate=0.5)
+    assert opts["people"] == SCENES["simple"]["people"] and opts["crowd_rate"] == 0.5
+    assert scene_options("standard") == {}
+    for bad in (dict(heights=(0.9, 0.5)), dict(empty_rate=1.5), dict(people=(1, 40)),
+                dict(colour="red")):
+        with pytest.raises(ValueError):
+            scene_options("standard", **bad)
+    with pytest.raises(ValueError, match="scenes 'busy'"):
+        scene_options("busy")

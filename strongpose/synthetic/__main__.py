@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from strongpose import cli
 
-from .options import SCENES
+from .options import SCENE_KEYS, SCENES, SynthOptions, scene_options
 from .writing import write_splits
 
 
@@ -37,28 +37,6 @@ def _count_arg(text: str) -> int:
     return v
 
 
-def _rate_arg(text: str) -> float:
-    import argparse
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a rate in [0, 1]")
-    return v
-
-
-def _share_arg(text: str) -> float:
-    import argparse
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0.1 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a share of the side in [0.1, 1]")
-    return v
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = cli.ArgumentParser(
         prog="python -m strongpose.synthetic",
@@ -75,29 +53,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="scene mix: standard (default: 1-4 people, overlaps, crowds) or "
                          "simple (the quick start's: 1-2 large people facing the camera, "
                          "no crowds); the options below override it")
-    ap.add_argument("--people", type=_count_arg, nargs=2, default=None, metavar=("MIN", "MAX"),
-                    help="people per non-empty image (standard: 1 4)")
-    ap.add_argument("--heights", type=_share_arg, nargs=2, default=None, metavar=("MIN", "MAX"),
-                    help="person height as a share of the image side (standard: 0.35 0.85)")
-    for name, default in (("crowd", 0.15), ("overlap", 0.3), ("empty", 0.05),
-                          ("mask-only", 0.05), ("unlabelled", 0.03), ("back-view", 0.25)):
-        ap.add_argument(f"--{name}-rate", type=_rate_arg, default=None,
-                        help=f"(standard: {default})")
+    standard = SynthOptions()
+    ap.add_argument("--people", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="people per non-empty image (standard: "
+                         f"{standard.people[0]} {standard.people[1]})")
+    ap.add_argument("--heights", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="person height as a share of the image side (standard: "
+                         f"{standard.heights[0]} {standard.heights[1]})")
+    for key in SCENE_KEYS[2:]:
+        ap.add_argument("--" + key.replace("_", "-"), type=float, default=None,
+                        help=f"(standard: {getattr(standard, key)})")
     ap.add_argument("--force", action="store_true", help="write into a non-empty OUT_DIR "
                     "(files of the same names are replaced)")
     args = ap.parse_args(argv)
-    scene = dict(SCENES[args.scenes])
-    for key in ("people", "heights", "crowd_rate", "overlap_rate", "empty_rate",
-                "mask_only_rate", "unlabelled_rate", "back_view_rate"):
-        if getattr(args, key) is not None:
-            scene[key] = tuple(getattr(args, key)) if key in ("people", "heights") \
-                else getattr(args, key)
-    people = scene.get("people", (1, 4))
-    if people[0] > people[1] or people[1] > 32:
-        ap.error(f"--people {people[0]} {people[1]}: need MIN <= MAX <= 32")
-    heights = scene.get("heights", (0.35, 0.85))
-    if heights[0] > heights[1]:
-        ap.error(f"--heights {heights[0]} {heights[1]}: need MIN <= MAX")
+    try:
+        scene = scene_options(args.scenes, **{k: getattr(args, k) for k in SCENE_KEYS})
+    except ValueError as err:
+        ap.error(str(err))
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")

@@ -84,6 +84,24 @@ SCENES: dict[str, dict[str, Any]] = {
 }
 
 
+SCENE_KEYS: tuple[str, ...] = ("people", "heights", "crowd_rate", "overlap_rate", "empty_rate",
+                              "mask_only_rate", "unlabelled_rate", "back_view_rate")
+
+
+def scene_options(scene: str, **overrides: Any) -> dict[str, Any]:
+    """The :class:`SynthOptions` fields of scene mix ``scene`` with the ``overrides`` that are
+    not None (keys of ``SCENE_KEYS``); checked by ``SynthOptions`` (ValueError naming the
+    field), returned as keyword arguments for :func:`write_splits`."""
+    if scene not in SCENES:
+        raise ValueError(f"scenes {scene!r}: expected one of {sorted(SCENES)}")
+    unknown = set(overrides) - set(SCENE_KEYS)
+    if unknown:
+        raise ValueError(f"scene options {sorted(unknown)}: expected some of {list(SCENE_KEYS)}")
+    out = {**SCENES[scene], **{k: v for k, v in overrides.items() if v is not None}}
+    checked = SynthOptions(**out)
+    return {k: getattr(checked, k) for k in out}
+
+
 def size_pair(size: Any) -> tuple[int, int]:
     """``S`` or ``(H, W)`` -> ``(H, W)`` ints."""
     if isinstance(size, (int, np.integer)):
