@@ -190,6 +190,42 @@ def test_bad_options_are_value_errors(tmp_path):
 
 
 # -------------------------------------------------------------------- round trip
+def test_face_keypoints_are_drawn_features():
+    """Facing the camera, the eyes are dark dots and the nose a darker-skin dot at their
+    keypoints, under a cap of hair; seen from behind, the head is hair only."""
+    from strongpose.synthetic.figures import _darker, draw_figure, random_figure
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        fig = random_figure(rng, 240.0, (160.0, 170.0), back_view_rate=0.0)
+        canvas, mask = np.full((330, 330, 3), 255, np.uint8), np.zeros((330, 330), np.uint8)
+        draw_figure(canvas, mask, fig)
+        at = lambda k: canvas[int(round(fig.joints[k, 1])), int(round(fig.joints[k, 0]))]
+        assert tuple(at(1)) == tuple(at(2)) == (20, 20, 20)
+        assert tuple(at(0)) == _darker(fig.colours["skin"])
+        (hx, hy), (ax, ay), _ = fig.head
+        top = canvas[int(round(hy - 0.8 * ay)), int(round(hx))]       # inside the cap
+        assert tuple(top) == fig.colours["hair"]
+    back = random_figure(np.random.default_rng(0), 240.0, (160.0, 170.0), back_view_rate=1.0)
+    canvas = np.full((330, 330, 3), 255, np.uint8)
+    draw_figure(canvas, np.zeros((330, 330), np.uint8), back)
+    x, y = np.round(back.joints[1]).astype(int)
+    assert tuple(canvas[y, x]) == back.colours["hair"]
+
+
+def test_hand_lies_beyond_the_wrist():
+    """The hand starts at the wrist and reaches 1.9 forearm widths beyond it, along the
+    forearm; skin inside, a darker rim; nothing past its tip."""
+    from strongpose.synthetic.figures import _darker, draw_hand
+    skin = (80, 130, 200)
+    canvas, mask = np.zeros((200, 200, 3), np.uint8), np.zeros((200, 200), np.uint8)
+    draw_hand(canvas, mask, np.array([40.0, 100.0]), np.array([100.0, 100.0]), 10.0, skin)
+    row = mask[100]
+    assert row[97] == 0 and row[98] == 1 and row[119] == 1 and row[120] == 0   # 98..119
+    assert tuple(canvas[100, 108]) == skin and tuple(canvas[100, 98]) == _darker(skin)
+    assert 11 <= mask[:, 108].sum() <= 13                         # 1.15 forearm widths across
+    assert mask[:94].sum() == 0 and mask[107:].sum() == 0
+
+
 def test_round_trip_keypoint_ap(splits):
     """The drawn people are decodable: exact maps of the ground truth decode to AP >= 0.9."""
     oracle = load_benchmark("decode_oracle")

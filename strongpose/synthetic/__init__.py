@@ -16,8 +16,11 @@ Each image: a background (a colour gradient, noise, and plain shapes: rectangles
 triangles, thin lines), then perhaps a crowd, then 0..N people drawn in order, each over
 the ones before (occlusion order = drawing order). A person is a random pose of a plausible
 skeleton (height, position, tilt, limb angles, facing the camera or away, a partly turned
-body) drawn with OpenCV without anti-aliasing: legs, torso polygon, arms, neck and a head
-ellipse, in the person's own colours. What the person's pixels are is known exactly: its
+body) drawn with OpenCV without anti-aliasing: legs with feet, torso polygon, arms (long,
+short or no sleeves) with a hand beyond each wrist, neck and a head (an ellipse under a cap
+of hair; facing the camera, dark eyes and a darker nose at their keypoints), in the
+person's own colours: every keypoint but the ears (on the head's outline) is a visible
+feature. What the person's pixels are is known exactly: its
 annotation mask is what stays visible of its drawing after the later people are drawn.
 
 Annotations (``iscrowd`` 0 unless said):

@@ -152,9 +152,7 @@ def draw_figure(canvas: np.ndarray, mask: np.ndarray, fig: Figure) -> None:
 
     def arm(sh: int, el: int, wr: int) -> None:
         outlined([(sh, el, col["upper_arm"], w["upper_arm"]), (el, wr, col["forearm"], w["forearm"])])
-        hand = int(round(w["forearm"] * 0.7 * _ONE))
-        cv2.circle(canvas, _pt(j[wr]), hand, col["skin"], -1, cv2.LINE_8, _SHIFT)
-        cv2.circle(mask, _pt(j[wr]), hand, 1, -1, cv2.LINE_8, _SHIFT)
+        draw_hand(canvas, mask, j[el], j[wr], w["forearm"], col["skin"])
 
     def leg(hp: int, kn: int, an: int) -> None:
         outlined([(hp, kn, col["trousers"], w["thigh"]), (kn, an, col["trousers"], w["shin"])])
@@ -181,18 +179,52 @@ def draw_figure(canvas: np.ndarray, mask: np.ndarray, fig: Figure) -> None:
     _line(mask, (lh + rh) / 2 - hout, (lh + rh) / 2 + hout, 1, w["thigh"] * 0.8)
     arm(*arms[1])                                    # the near arm, in front
     # Neck and head.
+    _line(canvas, fig.neck, fig.head[0], col["skin"], w["neck"])
+    _line(mask, fig.neck, fig.head[0], 1, w["neck"])
+    draw_head(canvas, mask, fig)
+
+
+def draw_hand(canvas: np.ndarray, mask: np.ndarray, elbow: np.ndarray, wrist: np.ndarray,
+              forearm_width: float, skin: tuple[int, int, int]) -> None:
+    """A hand beyond the wrist, along the forearm: an outlined ellipse 1.9 forearm widths
+    long and 1.15 wide whose base is at the wrist, so that the wrist is where the forearm
+    meets the hand (as in COCO) and the hand tells the arm's free end from the elbow."""
+    d = wrist - elbow
+    d = d / (np.linalg.norm(d) + 1e-6)
+    length, width = 1.9 * forearm_width, 1.15 * forearm_width
+    centre = _pt(wrist + d * 0.45 * length)
+    angle = math.degrees(math.atan2(d[1], d[0]))
+    outer = (int(round(0.55 * length * _ONE)), int(round(0.5 * width * _ONE)))
+    edge = max(0.5, 0.1 * width) * _ONE
+    inner = (max(1, int(round(outer[0] - edge))), max(1, int(round(outer[1] - edge))))
+    cv2.ellipse(canvas, centre, outer, angle, 0, 360, _darker(skin), -1, cv2.LINE_8, _SHIFT)
+    cv2.ellipse(canvas, centre, inner, angle, 0, 360, skin, -1, cv2.LINE_8, _SHIFT)
+    cv2.ellipse(mask, centre, outer, angle, 0, 360, 1, -1, cv2.LINE_8, _SHIFT)
+
+
+def draw_head(canvas: np.ndarray, mask: np.ndarray, fig: Figure) -> None:
+    """The head: an ellipse of skin (hair seen from behind) under a cap of hair; facing the
+    camera, dark eyes and a darker nose at their keypoints, so that every face keypoint but
+    the ears is a visible feature (the ears lie on the head's outline)."""
     (hx, hy), (ax, ay), angle = fig.head
-    _line(canvas, fig.neck, (hx, hy), col["skin"], w["neck"])
-    _line(mask, fig.neck, (hx, hy), 1, w["neck"])
+    col, j = fig.colours, fig.joints
     centre, axes = _pt((hx, hy)), (int(round(ax * _ONE)), int(round(ay * _ONE)))
     cv2.ellipse(canvas, centre, axes, angle, 0, 360, col["hair"] if fig.back_view else col["skin"],
                 -1, cv2.LINE_8, _SHIFT)
     cv2.ellipse(mask, centre, axes, angle, 0, 360, 1, -1, cv2.LINE_8, _SHIFT)
-    if not fig.back_view:                            # hair on top, eyes as dots
-        cv2.ellipse(canvas, centre, axes, angle, 200, 340, col["hair"], -1, cv2.LINE_8, _SHIFT)
-        for e in (1, 2):
-            cv2.circle(canvas, _pt(j[e]), max(1, int(round(ax * 0.12 * _ONE))), (20, 20, 20), -1,
-                       cv2.LINE_8, _SHIFT)
+    if fig.back_view:
+        return
+    # Hair: the part of the outline above a chord at 0.35 of the half-height (head frame).
+    t = np.radians(np.arange(180, 361, 10))
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    x, y = ax * np.cos(t), np.minimum(ay * np.sin(t), -0.35 * ay)
+    cap = np.stack([hx + x * c - y * s, hy + x * s + y * c], 1)
+    cv2.fillPoly(canvas, np.round(cap * _ONE).astype(np.int32)[None], col["hair"], cv2.LINE_8,
+                 _SHIFT)
+    dot = max(0.8, 0.14 * ax) * _ONE
+    for e in (1, 2):
+        cv2.circle(canvas, _pt(j[e]), int(round(dot)), (20, 20, 20), -1, cv2.LINE_8, _SHIFT)
+    cv2.circle(canvas, _pt(j[0]), int(round(dot)), _darker(col["skin"]), -1, cv2.LINE_8, _SHIFT)
 
 
 # ---------------------------------------------------------------------- background
