@@ -31,6 +31,7 @@ from typing import Any, Iterator, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from strongpose import cli  # noqa: E402  (standard library only)
+from strongpose.files import atomic_write  # noqa: E402  (standard library only)
 
 DEFAULT_WEIGHTS = "runs/tiny"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -71,20 +72,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------- writing files
-def write_atomic(path: Path, write) -> Path:
-    """``write(tmp_path)`` then rename to ``path``; no file is left at either on failure."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        if not tmp.is_file():
-            raise OSError(f"{path}: could not be written")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def write_image(path: Path, rgb) -> Path:
     """An RGB uint8 picture as a file (JPEG/PNG by suffix), atomically."""
     import cv2
@@ -92,12 +79,12 @@ def write_image(path: Path, rgb) -> Path:
     def write(tmp: Path) -> None:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
             raise OSError(f"{path}: OpenCV could not write it")
-    return write_atomic(path, write)
+    return atomic_write(path, write)
 
 
 def write_json(path: Path, data: Any) -> Path:
     """JSON, atomically."""
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, allow_nan=False)))
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, allow_nan=False)))
 
 
 def people_json(people) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from strongpose import cli
+from strongpose.files import atomic_write
 
 SAVED_MODEL_DIR = "."               # the SavedModel is the output folder itself
 TFLITE_FILE = "model.tflite"
@@ -89,10 +90,7 @@ def export_tflite(model, out_path: str | Path, size: int) -> Path:
         data = converter.convert()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out_path)
-    return out_path
+    return atomic_write(out_path, lambda tmp: tmp.write_bytes(data))
 
 
 def tflite_maps(path: str | Path, images) -> dict:

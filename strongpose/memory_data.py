@@ -31,6 +31,7 @@ import numpy as np
 
 from strongpose import cli
 from strongpose.config import Config
+from strongpose.files import atomic_write
 
 IMAGES_KEY = "images"
 TARGET_PREFIX = "target/"
@@ -66,11 +67,10 @@ def dump(cfg: Config, split: str, out_path: str | os.PathLike, batches: int, *,
     arrays = {IMAGES_KEY: np.concatenate(images),
               META_KEY: np.array(json.dumps(meta))}
     arrays.update({TARGET_PREFIX + k: np.concatenate(v) for k, v in targets.items()})
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)  # targets are mostly zeros: ~5x smaller
-    os.replace(tmp, out)
-    return out
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)  # targets are mostly zeros: ~5x smaller
+    return atomic_write(out, write)
 
 
 def load_arrays(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
