@@ -88,6 +88,8 @@ def architecture(cfg: Any) -> dict[str, Any]:
     keys = {f"model.{k}": getattr(model, k) for k in ARCHITECTURE_KEYS}
     keys["train.polyak_decay > 0"] = bool(cfg.train.polyak_decay > 0)
     keys["train.mixed_precision"] = bool(cfg.train.mixed_precision)
+    if cfg.train.mixed_precision and cfg.train.mixed_dtype != "float16":   # no loss scale
+        keys["train.mixed_dtype"] = cfg.train.mixed_dtype
     return keys
 
 

@@ -28,6 +28,9 @@ from strongpose.skeleton import Skeleton, SkeletonError
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 
 
+MIXED_DTYPES: tuple[str, ...] = ("float16", "bfloat16")   # train.mixed_dtype
+
+
 class ConfigError(ValueError):
     """A config key that does not exist or a value that is not allowed."""
 
@@ -115,6 +118,7 @@ class TrainConfig:
     warmup_steps: int = 1000
     polyak_decay: float = 0.0         # 0: off; else EMA decay of weights
     mixed_precision: bool = False
+    mixed_dtype: str = "float16"      # with mixed_precision: float16 (loss scaling; GPUs) or bfloat16 (CPUs with AMX)
     sync_batchnorm: bool = False      # TF replicas: batch-norm statistics over the global batch
     log_every: int = 100
     checkpoint_every: int = 5000
@@ -221,6 +225,7 @@ def validate(cfg: Config) -> None:
     _check(data.rotation_deg >= 0, "data.rotation_deg", "must be >= 0")
     _check(t.batch_size >= 1, "train.batch_size", "must be >= 1")
     _check(t.learning_rate > 0, "train.learning_rate", "must be > 0")
+    _check(t.mixed_dtype in MIXED_DTYPES, "train.mixed_dtype", f"{t.mixed_dtype!r} is not one of {MIXED_DTYPES}")
     _check(t.steps >= 1, "train.steps", "must be >= 1")
     _check(0 <= t.polyak_decay < 1, "train.polyak_decay", "must be in [0, 1)")
     _check(t.eval_every >= 0, "train.eval_every", "must be >= 0")

@@ -423,7 +423,7 @@ def train(cfg: Config, output_dir: Optional[str | os.PathLike] = None, *,
 
     previous_policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_dtype}")
     try:
         with engine.scope():
             network = build_model(cfg, training_outputs=True)

@@ -63,6 +63,7 @@ def test_custom_skeleton_from_yaml(tmp_path):
     ("decoder.nms_radius=-3", "decoder.nms_radius"),
     ("decoder.unchecked_vote_weight=1.5", "decoder.unchecked_vote_weight"),
     ("decoder.unchecked_vote_weight=-0.1", "decoder.unchecked_vote_weight"),
+    ("train.mixed_dtype=int8", "train.mixed_dtype"),
 ])
 def test_bad_keys_and_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as info:

@@ -73,6 +73,33 @@ def test_mixed_precision_compile_wraps_loss_scale(mixed_float16):
     assert all(v.dtype == "float32" for v in net.trainable_variables)
 
 
+def test_mixed_bfloat16_trains_without_loss_scale():
+    """train.mixed_dtype=bfloat16 (CPUs with AMX): bfloat16 compute, float32 variables and
+    maps, plain AdamW (no loss scale); checkpoints tell it from float16."""
+    from strongpose.checkpoints import architecture
+    from strongpose.losses import StrongPoseLoss
+    from strongpose.model import build_model
+    cfg = load_config("tiny", ["train.mixed_precision=true", "train.mixed_dtype=bfloat16",
+                               "model.input_size=65"])
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        net = build_model(cfg, training_outputs=True)
+        model = training.TrainingModel(net, StrongPoseLoss.from_config(cfg))
+        training.compile_model(model, training.build_optimizer(cfg))
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert all(v.dtype == "float32" for v in net.trainable_variables)
+    assert any(layer.compute_dtype == "bfloat16" for layer in net.layers)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 65, 65, 3)).astype(np.float32)
+    outputs = net(images, training=False)
+    assert all(keras.ops.convert_to_numpy(v).dtype == np.float32 for v in outputs.values())
+    arch = architecture(cfg)
+    assert arch["train.mixed_dtype"] == "bfloat16"
+    assert "train.mixed_dtype" not in architecture(load_config("tiny", ["train.mixed_precision=true"]))
+
+
 def test_overfits_reports_every_term_and_resumes(data_root, tmp_path):
     """One run overfits two images (every term reported, finite; files written), then a
     second run in the same folder with more steps resumes at the saved step."""
