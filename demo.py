@@ -196,9 +196,29 @@ def open_capture(source: int | str):
         cv2.utils.logging.setLogLevel(level)
 
 
+def open_webcams(videos: Sequence[str], failed: list[str]) -> dict[str, Any]:
+    """Open every webcam among ``videos`` (before TensorFlow loads, so a missing camera
+    is told at once): ``{source: capture}`` of those that opened; each that did not is
+    reported in one line and added to ``failed``."""
+    captures = {}
+    for source in videos:
+        if not is_webcam(source):
+            continue
+        cap = open_capture(int(source))
+        if cap.isOpened():
+            captures[source] = cap
+        else:
+            cap.release()
+            failed.append(f"webcam{source}")
+            print(f"demo.py: webcam{source}: no camera at index {source} (or it is in use)",
+                  file=sys.stderr)
+    return captures
+
+
 def run_video(predictor, source: str, out: Path, names: Names, max_frames: Optional[int],
-              failed: list[str], min_score: float = MIN_SCORE) -> bool:
-    """Annotate a video file or webcam; returns whether it was opened and written.
+              failed: list[str], min_score: float = MIN_SCORE, capture: Any = None) -> bool:
+    """Annotate a video file or webcam (``capture``: already opened); returns whether it
+    was opened and written.
 
     The video ends at its last frame, after ``max_frames``, when a camera stops giving
     frames (unplugged) or on Ctrl-C (KeyboardInterrupt, while reading or processing): in
@@ -210,7 +230,7 @@ def run_video(predictor, source: str, out: Path, names: Names, max_frames: Optio
 
     webcam = is_webcam(source)
     label = f"webcam{source}" if webcam else source
-    cap = open_capture(int(source) if webcam else source)
+    cap = capture if capture is not None else open_capture(int(source) if webcam else source)
     if not cap.isOpened():
         failed.append(label)
         why = f"no camera at index {source} (or it is in use)" if webcam else "cannot be opened as a video"
@@ -278,21 +298,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not Path(args.weights).exists():
         print(f"demo.py: {HOW_TO_GET_WEIGHTS.format(weights=args.weights)}", file=sys.stderr)
         return EXIT_FAILED
-    cli.import_tensorflow()
-    from strongpose.predictor import Predictor, load_network, resolve_config
-
-    cfg = resolve_config(args.weights, args.config, args.overrides)
-    network, cfg = load_network(args.weights, cfg)
-    predictor = Predictor(network, cfg, input_size=args.input_size, scales=args.scales,
-                          flip=args.flip, keep_maps=args.maps)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     pictures, videos, failed = expand_inputs(args.inputs)
-    names = Names()
-    written = (run_pictures(predictor, pictures, out, names, args.maps, failed, args.min_score)
-               if pictures else 0)
-    for video in videos:
-        written += run_video(predictor, video, out, names, args.max_frames, failed, args.min_score)
+    captures = open_webcams(videos, failed)
+    videos = [v for v in videos if not is_webcam(v) or v in captures]
+    written = 0
+    try:
+        if pictures or videos:
+            cli.import_tensorflow()
+            from strongpose.predictor import Predictor, load_network, resolve_config
+
+            cfg = resolve_config(args.weights, args.config, args.overrides)
+            network, cfg = load_network(args.weights, cfg)
+            predictor = Predictor(network, cfg, input_size=args.input_size, scales=args.scales,
+                                  flip=args.flip, keep_maps=args.maps)
+            out.mkdir(parents=True, exist_ok=True)
+            names = Names()
+            if pictures:
+                written += run_pictures(predictor, pictures, out, names, args.maps, failed,
+                                        args.min_score)
+            for video in videos:
+                written += run_video(predictor, video, out, names, args.max_frames, failed,
+                                     args.min_score, captures.pop(video, None))
+    finally:
+        for cap in captures.values():           # still open only if an error stopped the run
+            cap.release()
     print(f"demo.py: {written} written to {out}/, {len(failed)} failed", file=sys.stderr)
     return EXIT_FAILED if failed or written == 0 else 0
 

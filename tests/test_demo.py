@@ -190,13 +190,16 @@ def test_ctrl_c_saves_the_frames_so_far(run_dir, tmp_path, camera, monkeypatch, 
     _check_webcam_output(tmp_path, 3)
 
 
-def test_webcam_index_without_camera_is_one_line(run_dir, tmp_path, camera, capsys):
-    camera(present=False)
+def test_webcam_index_without_camera_is_one_line(run_dir, tmp_path, camera, capsys, monkeypatch):
+    """Told before TensorFlow and the network load (nothing else to do: they never do)."""
+    opened = camera(present=False)
+    monkeypatch.setattr(demo.cli, "import_tensorflow", lambda: pytest.fail("TensorFlow loaded"))
     code = demo.main(["3", "--weights", str(run_dir), "--output-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "webcam3" in line]
     assert code == 1 and lines == ["demo.py: webcam3: no camera at index 3 (or it is in use)"]
-    assert not list((tmp_path / "o").iterdir())
+    assert [c.index for c in opened] == [3] and opened[0].released
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
 def test_min_score_and_a_picture_over_max_side(run_dir, tmp_path, capsys):
