@@ -67,6 +67,7 @@ def dump(cfg: Config, split: str, out_path: str | os.PathLike, batches: int, *,
     arrays = {IMAGES_KEY: np.concatenate(images),
               META_KEY: np.array(json.dumps(meta))}
     arrays.update({TARGET_PREFIX + k: np.concatenate(v) for k, v in targets.items()})
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)  # targets are mostly zeros: ~5x smaller
