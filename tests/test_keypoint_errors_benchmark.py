@@ -60,3 +60,32 @@ def test_bad_input_is_a_value_error():
         ke.pair_errors([(np.zeros((2, 3)), 10.0)], [[]], SIGMAS)
     with pytest.raises(ValueError, match="no labelled keypoint"):
         ke.pair_errors([(gt([(1, 1)] * 3, v=(0, 0, 0)), 10.0)], [[]], SIGMAS)
+
+
+def test_command_line_on_a_run(tmp_path, capsys):
+    """End to end on an untrained tiny run and a drawn val split: every annotated person
+    is counted and the last line is the JSON summary."""
+    pytest.importorskip("tensorflow")
+    import json
+
+    import yaml
+
+    from strongpose import synthetic
+    from strongpose.config import load_config
+    from strongpose.model import build_model
+    data = tmp_path / "synth"
+    synthetic.write_splits(data, train=0, val=3, seed=1, size=65, people=(1, 2), crowd_rate=0.0,
+                           mask_only_rate=0.0)
+    cfg = load_config("tiny", ["model.input_size=65", "decoder.max_people=5",
+                               f"data.coco_root={data}", "data.val_split=val"])
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model(cfg, training_outputs=True).save_weights(str(run / "model.weights.h5"))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    summary = ke.main([str(run), "--checkpoint", "final", "--images", "3"])
+    annotations = json.loads((data / "annotations" / "person_keypoints_val.json").read_text())
+    people = [a for a in annotations["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0]
+    assert summary["people"] == len(people) > 0 and summary["images"] == 3
+    assert set(summary["keypoints"]) <= set(cfg.skeleton.names) and summary["keypoints"]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["people"] == len(people)
