@@ -319,16 +319,15 @@ class Prediction:
     people: list[Person]                          # keypoints, boxes: original pixels
     image: np.ndarray                             # the RGB uint8 image the network saw (read, maybe downscaled)
     transform: geometry.ImageTransform            # ``image`` -> first scale's input
+    size: tuple[int, int]                         # (H, W) of the input: the pixels of ``people``
     maps: Optional[dict[str, np.ndarray]] = None  # merged probability maps, when asked
-    source_scale: float = 1.0                     # < 1: a huge input was downscaled to ``image``
-    original_size: tuple[int, int] = (0, 0)       # (H, W) of the input; (0, 0): ``image``'s
     network_s: float = 0.0                        # this image's share of network time
     decode_s: float = 0.0
 
     @property
-    def size(self) -> tuple[int, int]:
-        """(H, W) of the input, the pixels ``people``'s keypoints and boxes are in."""
-        return tuple(self.original_size) if self.original_size[0] else tuple(self.image.shape[:2])
+    def source_scale(self) -> float:
+        """``image``'s width over the input's: < 1 where a huge input was downscaled."""
+        return self.image.shape[1] / self.size[1]
 
     def people_in_image(self) -> list[Person]:
         """``people`` with keypoints and boxes in ``image``'s pixels (masks already are)."""
@@ -358,8 +357,7 @@ class Timing:
 class _Batch:
     sources: list[str]
     images: list[np.ndarray]
-    source_scales: list[float]
-    original_sizes: list[tuple[int, int]]
+    sizes: list[tuple[int, int]]                  # (H, W) of each input before any downscale
     inputs: list[list[np.ndarray]]                # per scale: (H, W, 3) inputs
     transforms: list[list[geometry.ImageTransform]]
 
@@ -465,8 +463,8 @@ class Predictor:
                     raise
                 on_error(name, err)
                 continue
-            original_size = rgb.shape[:2]
-            rgb, source_scale = shrink(rgb, self.max_side)
+            size = tuple(rgb.shape[:2])
+            rgb, _ = shrink(rgb, self.max_side)
             inputs, transforms = [], []
             for s in self.scales:
                 x, t = prepare(rgb, max(self.stride + 1, int(round(self.input_size * s))), self.stride)
@@ -478,11 +476,10 @@ class Predictor:
                 yield batch
                 batch = None
             if batch is None:
-                batch = _Batch([], [], [], [], [[] for _ in self.scales], [])
+                batch = _Batch([], [], [], [[] for _ in self.scales], [])
             batch.sources.append(name)
             batch.images.append(rgb)
-            batch.source_scales.append(source_scale)
-            batch.original_sizes.append(original_size)
+            batch.sizes.append(size)
             for k, x in enumerate(inputs):
                 batch.inputs[k].append(x)
             batch.transforms.append(transforms)
@@ -523,13 +520,12 @@ class Predictor:
             ts = batch.transforms[b]
             merged = image_maps[0] if len(ts) == 1 else merge_scales(image_maps, ts, self.stride)
             people = rescale_people(self.decoder(merged, ts[0]), batch.images[b].shape[:2],
-                                    batch.original_sizes[b])
+                                    batch.sizes[b])
             dt = time.perf_counter() - t0
             self.timing.decode_s += dt
             self.timing.images += 1
             results.append(Prediction(source=batch.sources[b], people=people, image=batch.images[b],
-                                      transform=ts[0], maps=merged if self.keep_maps else None,
-                                      network_s=net_s / n, decode_s=dt,
-                                      source_scale=batch.source_scales[b],
-                                      original_size=batch.original_sizes[b]))
+                                      transform=ts[0], size=batch.sizes[b],
+                                      maps=merged if self.keep_maps else None,
+                                      network_s=net_s / n, decode_s=dt))
         return results
