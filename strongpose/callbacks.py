@@ -14,9 +14,10 @@
   map: max over keypoint types; body map) and the decoded people drawn on a few
   validation images.
 
-The first two count steps on the host (:class:`StepCountingCallback`) and touch the
-model only at the steps where they work: on JAX, a callback reading ``self.model``
-copies the whole training state back to the model at that step.
+The first two count steps on the host (:class:`StepCountingCallback`, also the base of
+training's NaN guard and checkpoint saver) and touch the model only at the steps where
+they work: on JAX, a callback reading ``self.model`` copies the whole training state back
+to the model at that step.
 
 Summaries are written with TensorFlow's core ``tf.summary.write`` and the metadata of
 TensorBoard's scalar and image plugins (:func:`write_scalar`, :func:`write_images`), so

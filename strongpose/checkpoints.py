@@ -49,6 +49,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 import keras
 
+from strongpose.callbacks import StepCountingCallback
 from strongpose.files import TMP_PREFIX, atomic_write
 from strongpose.files import fsync_dir as _fsync_dir
 from strongpose.files import fsync_file as _fsync_file
@@ -349,8 +350,8 @@ def _alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------ during fit
-class CheckpointSaver(keras.callbacks.Callback):
-    """Counts steps; writes a checkpoint every ``every`` steps, at ``last_step`` and after
+class CheckpointSaver(StepCountingCallback):
+    """Counts steps (from ``first_step``, on the host); writes a checkpoint every ``every`` steps, at ``last_step`` and after
     a stop request (:meth:`request_stop`, e.g. from :func:`stop_on_signals`), then stops
     ``fit`` at ``last_step`` or at the request.
 
@@ -365,10 +366,9 @@ class CheckpointSaver(keras.callbacks.Callback):
     def __init__(self, manager: CheckpointManager, every: int, *, first_step: int,
                  last_step: int, first_example: int, batch_size: int,
                  info: Optional[Mapping[str, Any]] = None) -> None:
-        super().__init__()
+        super().__init__(int(first_step))
         self.manager = manager
         self.every = int(every)
-        self.step = int(first_step)
         self.last_step = int(last_step)
         self.examples = int(first_example)
         self.batch_size = int(batch_size)
@@ -386,7 +386,7 @@ class CheckpointSaver(keras.callbacks.Callback):
         return self.stop_signal is not None and self.step < self.last_step
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        self.count()
         self.examples += self.batch_size
         done = self.step >= self.last_step
         stop = done or self.stop_signal is not None

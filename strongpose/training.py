@@ -60,7 +60,8 @@ import yaml
 from keras import ops
 
 from strongpose import checkpoints, distribute
-from strongpose.callbacks import BEST_WEIGHTS_FILE, ValidationAP, watching_callbacks
+from strongpose.callbacks import (BEST_WEIGHTS_FILE, StepCountingCallback, ValidationAP,
+                                  watching_callbacks)
 from strongpose.config import Config
 from strongpose.losses import StrongPoseLoss
 
@@ -211,7 +212,7 @@ def step_count(model: keras.Model) -> int:
 
 
 # ------------------------------------------------------------------ callbacks
-class NonFiniteLossGuard(keras.callbacks.Callback):
+class NonFiniteLossGuard(StepCountingCallback):
     """Raise :class:`NonFiniteLossError` at the first step whose loss terms are not finite.
 
     Reads the running means of the epoch that ``fit`` passes on: a NaN/Inf step makes its
@@ -221,11 +222,10 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     """
 
     def __init__(self, first_step: int = 0) -> None:
-        super().__init__()
-        self._step = int(first_step)
+        super().__init__(int(first_step))
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
+        step = self.count()
         bad = []
         for name, value in (logs or {}).items():
             try:
@@ -235,7 +235,6 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             if not math.isfinite(v):
                 bad.append(f"{name}={v}")
         if bad:
-            step = self._step
             self.model.stop_training = True
             raise NonFiniteLossError(
                 f"training stopped at step {step}: non-finite loss ({', '.join(bad)}); "
