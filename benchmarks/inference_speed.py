@@ -99,26 +99,25 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     else:
         cfg = load_config(args.config, args.overrides)
         network = keras_network(load_keras_model(cfg, None))
-    tmp = tempfile.TemporaryDirectory(prefix="inference_speed_")
-    images = pictures(args.images, Path(tmp.name))
     out: dict[str, Any] = {"config": args.config if not args.weights else str(args.weights),
                            "backbone": cfg.model.backbone, "size": args.size or cfg.model.input_size,
                            "stride": cfg.eval_output_stride, "images": args.images,
                            "trained": bool(args.weights), "cpus": os.cpu_count(),
                            "load_start": load_average()}
-    for mode, flip in (("single", False), ("flip", True)):
-        predictor = Predictor(network, cfg, input_size=args.size, flip=flip)
-        list(predictor.predict(images[:1]))                     # warm-up: trace, allocate
-        runs = [(time_mode(predictor, images, overlap=False), time_mode(predictor, images, overlap=True))
-                for _ in range(max(1, args.repeats))]          # interleaved: load noise hits both
-        seq = max((r[0] for r in runs), key=lambda r: r["images_per_s"])
-        ovl = max((r[1] for r in runs), key=lambda r: r["images_per_s"])
-        out[mode] = {"sequential": seq, "overlapped": ovl,
-                     "overlap_gain": round(ovl["images_per_s"] / seq["images_per_s"], 3)}
-        print(f"{mode}: network {seq['network_ms']} ms + decoder {seq['decoder_ms']} ms + other "
-              f"{seq['other_ms']} ms per image; {seq['images_per_s']} images/s in line, "
-              f"{ovl['images_per_s']} overlapped (x{out[mode]['overlap_gain']})", file=sys.stderr)
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory(prefix="inference_speed_") as tmp:   # removed on any exit
+        images = pictures(args.images, Path(tmp))
+        for mode, flip in (("single", False), ("flip", True)):
+            predictor = Predictor(network, cfg, input_size=args.size, flip=flip)
+            list(predictor.predict(images[:1]))                     # warm-up: trace, allocate
+            runs = [(time_mode(predictor, images, overlap=False), time_mode(predictor, images, overlap=True))
+                    for _ in range(max(1, args.repeats))]          # interleaved: load noise hits both
+            seq = max((r[0] for r in runs), key=lambda r: r["images_per_s"])
+            ovl = max((r[1] for r in runs), key=lambda r: r["images_per_s"])
+            out[mode] = {"sequential": seq, "overlapped": ovl,
+                         "overlap_gain": round(ovl["images_per_s"] / seq["images_per_s"], 3)}
+            print(f"{mode}: network {seq['network_ms']} ms + decoder {seq['decoder_ms']} ms + other "
+                  f"{seq['other_ms']} ms per image; {seq['images_per_s']} images/s in line, "
+                  f"{ovl['images_per_s']} overlapped (x{out[mode]['overlap_gain']})", file=sys.stderr)
     out["load_end"] = load_average()
     print(json.dumps(out))
     return out
