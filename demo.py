@@ -202,7 +202,7 @@ def open_webcams(videos: Sequence[str], failed: list[str]) -> dict[str, Any]:
     reported in one line and added to ``failed``."""
     captures = {}
     for source in videos:
-        if not is_webcam(source):
+        if not is_webcam(source) or source in captures:    # named twice: opened once
             continue
         cap = open_capture(int(source))
         if cap.isOpened():

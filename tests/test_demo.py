@@ -190,6 +190,15 @@ def test_ctrl_c_saves_the_frames_so_far(run_dir, tmp_path, camera, monkeypatch, 
     _check_webcam_output(tmp_path, 3)
 
 
+def test_webcam_named_twice_is_opened_once_and_released(camera):
+    opened = camera(frames=5)
+    failed: list = []
+    captures = demo.open_webcams(["0", "0", "clip.mp4"], failed)
+    assert list(captures) == ["0"] and len(opened) == 1 and not failed
+    captures["0"].release()
+    assert opened[0].released
+
+
 def test_webcam_index_without_camera_is_one_line(run_dir, tmp_path, camera, capsys, monkeypatch):
     """Told before TensorFlow and the network load (nothing else to do: they never do)."""
     opened = camera(present=False)
